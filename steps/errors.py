@@ -1,0 +1,16 @@
+"""The one exception type the command lines turn into a one-line message."""
+
+from __future__ import annotations
+
+
+class PubflowError(Exception):
+    """A user-facing error: bad input, a failed check, a missing file.
+
+    The message is one line and names the file (and key, where there is one) at fault.
+    """
+
+    def __init__(self, message: str, *, path: object | None = None, key: str | None = None):
+        where = ": ".join(str(part) for part in (path, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.key = key

@@ -1,0 +1,147 @@
+"""What the workflow's DAG is made of, derived from the analysis config.
+
+Standard library and PyYAML only: the Snakefile imports this module, and on REANA the
+Snakefile is evaluated by the workflow engine, which has neither numpy nor cabinetry.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Config = dict[str, Any]
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Load a YAML file (no validation: see ``steps.config`` for that)."""
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def scan_sample_name(config: Config, mass: int) -> str:
+    """Name of the resonance sample for one mass hypothesis."""
+    return config["Scan"]["SampleName"].format(mass=mass)
+
+
+def _scan_samples(config: Config, masses: list[int]) -> list[dict[str, Any]]:
+    scan = config["Scan"]
+    return [
+        {
+            "Name": scan_sample_name(config, m),
+            "Tree": "events",
+            "SamplePath": scan["SamplePath"].format(mass=m),
+            "Weight": "weight",
+        }
+        for m in masses
+    ]
+
+
+def _add_scan(config: Config, masses: list[int]) -> Config:
+    out = copy.deepcopy(config)
+    if "Scan" not in config or not masses:
+        return out
+    scan = config["Scan"]
+    samples = _scan_samples(config, masses)
+    names = [s["Name"] for s in samples]
+    out["Samples"] += samples
+    out["NormFactors"].append(
+        {"Name": scan["POI"], "Samples": names, "Nominal": 1.0, "Bounds": list(scan["Bounds"])}
+    )
+    for syst in out.get("Systematics", []):
+        if syst["Name"] in scan.get("Systematics", []):
+            syst["Samples"] = _as_list(syst.get("Samples", [])) + names
+    return out
+
+
+def histogram_config(config: Config) -> Config:
+    """The config with every scan sample added: what the select step fills."""
+    return _add_scan(config, list(config.get("Scan", {}).get("Masses", [])))
+
+
+def scan_config(config: Config, mass: int) -> Config:
+    """The config for one signal hypothesis: background model plus one resonance, its POI."""
+    out = _add_scan(config, [mass])
+    out["General"]["POI"] = config["Scan"]["POI"]
+    return out
+
+
+def sample_paths(config: Config, sample: dict[str, Any]) -> list[str]:
+    """Every file a sample reads, nominal and systematic overrides (cabinetry's rules)."""
+    general = config["General"]["InputPath"]
+    paths = [general.replace("{SamplePath}", p) for p in _as_list(sample.get("SamplePath", ""))]
+    if sample.get("Data"):
+        return paths
+    for syst in config.get("Systematics", []):
+        affected = syst.get("Samples")
+        if affected is not None and sample["Name"] not in _as_list(affected):
+            continue
+        for template in ("Up", "Down"):
+            override = syst.get(template, {}).get("SamplePath")
+            if override is not None:
+                paths += [general.replace("{SamplePath}", p) for p in _as_list(override)]
+    return list(dict.fromkeys(paths))
+
+
+def input_files(config: Config) -> list[str]:
+    """All distinct ntuple files the histograms are filled from, in config order."""
+    full = histogram_config(config)
+    return list(dict.fromkeys(p for s in full["Samples"] for p in sample_paths(full, s)))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", text).strip("-")
+
+
+def select_jobs(config: Config) -> dict[str, str]:
+    """Scatter: one select job per input file, ``{job name: file path}``.
+
+    A job is named after its file's stem, or its whole path where stems collide.
+    """
+    files = input_files(config)
+    stems = [Path(p).stem for p in files]
+    return {
+        _slug(stem if stems.count(stem) == 1 else str(Path(p).with_suffix(""))): p
+        for stem, p in zip(stems, files, strict=True)
+    }
+
+
+def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
+    """``{file path: generator settings}`` for every file the simulate step writes."""
+    sim = config.get("Simulation", {})
+    by_name = {s["Name"]: s for s in config["Samples"]}
+    out: dict[str, dict[str, Any]] = {}
+    for entry in sim.get("Samples", []):
+        sample = by_name.get(entry["Name"])
+        if sample is None:
+            raise ValueError(f"Simulation.Samples: {entry['Name']!r} is not a sample in Samples")
+        for path in sample_paths(config, sample):
+            out[path] = dict(entry)
+    scan = config.get("Scan")
+    if scan:
+        for m in scan["Masses"]:
+            path = config["General"]["InputPath"].replace(
+                "{SamplePath}", scan["SamplePath"].format(mass=m)
+            )
+            out[path] = {
+                "Name": scan_sample_name(config, m),
+                "Process": "breit_wigner",
+                "Mass": float(m),
+                "Width": scan["RelativeWidth"] * m,
+                "MassRange": [m * (1 - 0.25), m * (1 + 0.25)],
+                "CrossSection": scan["CrossSection"],
+                "Events": scan["Events"],
+            }
+    return out
+
+
+def simulated_name(config: Config, path: str) -> str:
+    """The simulate-job name of a file the simulate step writes."""
+    return simulated_samples(config)[path]["Name"]

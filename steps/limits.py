@@ -1,0 +1,521 @@
+"""Fast asymptotic CLs upper limits and local discovery significance for a pyhf model.
+
+The numbers are those of pyhf 0.7.6's own asymptotic hypothesis test
+(``pyhf.infer.hypotest(mu, data, model, test_stat="qtilde", return_expected_set=True)``):
+the same maximum-likelihood fits (``pyhf.infer.mle.fit`` / ``fixed_poi_fit`` with the model's
+suggested initial values, bounds and fixed parameters), the same Asimov dataset (built from the
+background-only fit to the observed data, ``asimov_mu=0``) and pyhf's own
+:class:`~pyhf.infer.calculators.AsymptoticTestStatDistribution` and p-value code, inherited from
+:class:`~pyhf.infer.calculators.AsymptoticCalculator`.
+
+What is different is the bookkeeping. ``pyhf.infer.hypotest`` repeats five fits for every tested
+POI value, although three of them do not depend on it: the unconditional fit to the observed
+data, the background-only fit that defines the Asimov dataset and the unconditional fit to that
+Asimov dataset. :class:`CachedAsymptoticCalculator` does those once, and caches the two
+conditional fits (observed and Asimov) per tested POI value. The observed limit needs both; the
+five expected limits need only the Asimov one. Root finding (``scipy.optimize.toms748``) starts
+from brackets built around the standard asymptotic formula, so a full set of six limits costs a
+few dozen fits instead of a few hundred.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyhf
+from pyhf.infer.calculators import AsymptoticCalculator, HypoTestFitResults
+from scipy.optimize import toms748
+from scipy.stats import norm
+
+__all__ = ["CachedAsymptoticCalculator", "LimitResult", "upper_limit"]
+
+log = logging.getLogger(__name__)
+
+#: Expected-limit bands, in the order pyhf returns them (``-2σ`` ... ``+2σ``).
+BAND_SIGMAS: tuple[int, ...] = (-2, -1, 0, 1, 2)
+
+_XTOL = 2e-12  # absolute tolerance of the root finder, as in pyhf's toms748_scan
+_MAX_EXPANSIONS = 60  # geometric bracket expansions before giving up
+
+FitResult = tuple[Any, float]  # (fitted parameters tensor, twice the NLL at the minimum)
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    """Asymptotic CLs upper limits and local discovery significance.
+
+    Attributes:
+        observed: Observed upper limit on the POI at confidence level ``1 - alpha``.
+        expected: Expected upper limits at ``-2, -1, 0, +1, +2`` standard deviations
+            (the order of ``pyhf.infer.intervals.upper_limits.upper_limit``).
+        significance: Local discovery significance ``Z = sqrt(q0)`` (asymptotic); ``0`` if the
+            best-fit POI is at or below zero.
+        p0: Local p-value of the background-only hypothesis, ``1 - Φ(Z)``.
+        muhat: Best-fit POI value on the observed data.
+        n_fits: Number of maximum-likelihood fits performed.
+    """
+
+    observed: float
+    expected: tuple[float, ...]
+    significance: float
+    p0: float
+    muhat: float
+    n_fits: int
+
+
+class CachedAsymptoticCalculator(AsymptoticCalculator):
+    """pyhf's asymptotic ``qtilde`` calculator with the POI-independent fits done once.
+
+    It is a drop-in replacement for ``AsymptoticCalculator(data, pdf, test_stat="qtilde")``:
+    :meth:`teststatistic` returns the same value and sets the same state (``sqrtqmuA_v`` and
+    ``fitted_pars``), so the inherited ``distributions``, ``pvalues`` and ``expected_pvalues``
+    give the same CLs values as ``pyhf.infer.hypotest``. All fits are cached, and counted in
+    :attr:`n_fits`.
+
+    Args:
+        data: Full observed data vector (main bins followed by auxiliary data).
+        pdf: The pyhf model; its POI must have lower bound 0.
+        init_pars: Initial parameter values (default: the model's suggested ones).
+        par_bounds: Parameter bounds (default: the model's suggested ones).
+        fixed_params: Fixed-parameter flags (default: the model's suggested ones).
+
+    Raises:
+        ValueError: If the model has no POI, the POI is fixed, or its lower bound is not 0.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[float] | Any,
+        pdf: pyhf.pdf.Model,
+        init_pars: Sequence[float] | None = None,
+        par_bounds: Sequence[Sequence[float]] | None = None,
+        fixed_params: Sequence[bool] | None = None,
+    ) -> None:
+        super().__init__(
+            data,
+            pdf,
+            init_pars=init_pars,
+            par_bounds=par_bounds,
+            fixed_params=fixed_params,
+            test_stat="qtilde",
+            calc_base_dist="normal",
+        )
+        poi_index = pdf.config.poi_index
+        if poi_index is None:
+            raise ValueError("the model has no parameter of interest (POI)")
+        if self.fixed_params[poi_index]:
+            raise ValueError(f"the POI {pdf.config.poi_name!r} is fixed; it must float")
+        lower, upper = self.par_bounds[poi_index]
+        if lower != 0:
+            raise ValueError(
+                f"the POI {pdf.config.poi_name!r} has lower bound {lower}; the qtilde test "
+                "statistic needs a POI bounded below at 0"
+            )
+        self.poi_index: int = poi_index
+        self.poi_upper_bound: float = float(upper)
+        self.n_fits: int = 0
+        self._free_fit_data: FitResult | None = None
+        self._bkg_fit_data: FitResult | None = None
+        self._asimov_data: Any = None
+        self._free_fit_asimov: FitResult | None = None
+        self._fixed_fits_data: dict[float, FitResult] = {}
+        self._fixed_fits_asimov: dict[float, FitResult] = {}
+
+    # -- fits --------------------------------------------------------------------------------
+
+    def _fit(self, data: Any, poi_value: float | None = None) -> FitResult:
+        """Run one maximum-likelihood fit exactly as pyhf's test statistics do."""
+        self.n_fits += 1
+        if poi_value is None:
+            pars, twice_nll = pyhf.infer.mle.fit(
+                data,
+                self.pdf,
+                self.init_pars,
+                self.par_bounds,
+                self.fixed_params,
+                return_fitted_val=True,
+            )
+        else:
+            pars, twice_nll = pyhf.infer.mle.fixed_poi_fit(
+                poi_value,
+                data,
+                self.pdf,
+                self.init_pars,
+                self.par_bounds,
+                self.fixed_params,
+                return_fitted_val=True,
+            )
+        return pars, twice_nll
+
+    @property
+    def free_fit_data(self) -> FitResult:
+        """Unconditional fit to the observed data: ``(parameters, -2 ln L)``."""
+        if self._free_fit_data is None:
+            self._free_fit_data = self._fit(self.data)
+        return self._free_fit_data
+
+    @property
+    def background_fit_data(self) -> FitResult:
+        """Background-only (POI = 0) fit to the observed data: ``(parameters, -2 ln L)``."""
+        if self._bkg_fit_data is None:
+            self._bkg_fit_data = self._fit(self.data, 0.0)
+        return self._bkg_fit_data
+
+    @property
+    def asimov_data(self) -> Any:
+        """Asimov dataset of ``generate_asimov_data(0.0, ...)``: expected data at the bkg fit."""
+        if self._asimov_data is None:
+            self._asimov_data = self.pdf.expected_data(self.background_fit_data[0])
+        return self._asimov_data
+
+    @property
+    def free_fit_asimov(self) -> FitResult:
+        """Unconditional fit to the Asimov dataset: ``(parameters, -2 ln L)``."""
+        if self._free_fit_asimov is None:
+            self._free_fit_asimov = self._fit(self.asimov_data)
+        return self._free_fit_asimov
+
+    def fixed_poi_fit_data(self, poi_test: float) -> FitResult:
+        """Conditional fit to the observed data at POI = ``poi_test`` (cached)."""
+        key = float(poi_test)
+        if key not in self._fixed_fits_data:
+            self._fixed_fits_data[key] = self._fit(self.data, key)
+        return self._fixed_fits_data[key]
+
+    def fixed_poi_fit_asimov(self, poi_test: float) -> FitResult:
+        """Conditional fit to the Asimov dataset at POI = ``poi_test`` (cached)."""
+        key = float(poi_test)
+        if key not in self._fixed_fits_asimov:
+            self._fixed_fits_asimov[key] = self._fit(self.asimov_data, key)
+        return self._fixed_fits_asimov[key]
+
+    @property
+    def muhat(self) -> float:
+        """Best-fit POI value on the observed data."""
+        return float(self.free_fit_data[0][self.poi_index])
+
+    def asimov_points(self) -> list[float]:
+        """POI values at which the conditional Asimov fit is cached."""
+        return sorted(self._fixed_fits_asimov)
+
+    def observed_points(self) -> list[float]:
+        """POI values at which both conditional fits (observed and Asimov) are cached."""
+        return sorted(set(self._fixed_fits_data) & set(self._fixed_fits_asimov))
+
+    # -- test statistics ---------------------------------------------------------------------
+
+    def _qmu_tilde(self, poi_test: float, fixed: FitResult, free: FitResult) -> Any:
+        """``pyhf.infer.test_statistics.qmu_tilde`` from two fits (same tensor operations)."""
+        tensorlib, _ = pyhf.get_backend()
+        log_likelihood_ratio = fixed[1] - free[1]
+        tmu_like_stat = tensorlib.astensor(
+            tensorlib.clip(log_likelihood_ratio, 0.0, max_value=None)
+        )
+        return tensorlib.where(
+            free[0][self.poi_index] > poi_test, tensorlib.astensor(0.0), tmu_like_stat
+        )
+
+    def asimov_teststatistic(self, poi_test: float) -> Any:
+        """Set and return ``sqrt(qmu_A)``, all that the expected CLs values depend on.
+
+        Args:
+            poi_test: Tested POI value.
+
+        Returns:
+            ``sqrt(qtilde_mu)`` evaluated on the Asimov dataset (also stored as ``sqrtqmuA_v``).
+        """
+        tensorlib, _ = pyhf.get_backend()
+        qmuA_v = self._qmu_tilde(
+            poi_test, self.fixed_poi_fit_asimov(poi_test), self.free_fit_asimov
+        )
+        self.sqrtqmuA_v = tensorlib.sqrt(qmuA_v)
+        return self.sqrtqmuA_v
+
+    def teststatistic(self, poi_test: float) -> Any:
+        r"""Observed ``qtilde`` test statistic, as ``AsymptoticCalculator.teststatistic``.
+
+        Args:
+            poi_test: Tested POI value.
+
+        Returns:
+            The asymptotic test statistic (:math:`\sqrt{q_\mu} - \sqrt{q_{\mu,A}}`, or its
+            ``qtilde`` continuation when :math:`\sqrt{q_\mu} > \sqrt{q_{\mu,A}}`).
+        """
+        tensorlib, _ = pyhf.get_backend()
+        fixed_data = self.fixed_poi_fit_data(poi_test)
+        qmu_v = self._qmu_tilde(poi_test, fixed_data, self.free_fit_data)
+        sqrtqmu_v = tensorlib.sqrt(qmu_v)
+        self.asimov_teststatistic(poi_test)
+        self.fitted_pars = HypoTestFitResults(
+            asimov_pars=self.background_fit_data[0],
+            free_fit_to_data=self.free_fit_data[0],
+            free_fit_to_asimov=self.free_fit_asimov[0],
+            fixed_poi_fit_to_data=fixed_data[0],
+            fixed_poi_fit_to_asimov=self.fixed_poi_fit_asimov(poi_test)[0],
+        )
+        sqrtqmuA_v = self.sqrtqmuA_v
+
+        def _true_case() -> Any:
+            return sqrtqmu_v - sqrtqmuA_v
+
+        def _false_case() -> Any:
+            qmu = tensorlib.power(sqrtqmu_v, 2)
+            qmu_A = tensorlib.power(sqrtqmuA_v, 2)
+            return (qmu - qmu_A) / (2 * sqrtqmuA_v)
+
+        teststat = tensorlib.conditional((sqrtqmu_v <= sqrtqmuA_v), _true_case, _false_case)
+        return tensorlib.astensor(teststat)
+
+    # -- CLs ---------------------------------------------------------------------------------
+
+    def cls_observed(self, poi_test: float) -> float:
+        """Observed CLs at ``poi_test`` (``hypotest(...)[0]``); 2 fits if not cached."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            teststat = self.teststatistic(poi_test)
+            sb_dist, b_dist = self.distributions(poi_test)
+            _, _, cls = self.pvalues(teststat, sb_dist, b_dist)
+        return float(cls)
+
+    def cls_expected(self, poi_test: float) -> list[float]:
+        """Expected CLs at ``poi_test``, ``-2σ .. +2σ`` (``hypotest(...)[1]``); 1 fit if new."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.asimov_teststatistic(poi_test)
+            sb_dist, b_dist = self.distributions(poi_test)
+            _, _, cls_exp = self.expected_pvalues(sb_dist, b_dist)
+        return [float(value) for value in cls_exp]
+
+    def sigma(self, poi_test: float) -> float:
+        """Asymptotic POI uncertainty ``mu / sqrt(qmu_A)`` at ``poi_test`` (inf if no power)."""
+        sqrt_qmu_a = float(self.asimov_teststatistic(poi_test))
+        return poi_test / sqrt_qmu_a if sqrt_qmu_a > 0 else math.inf
+
+    def discovery(self) -> tuple[float, float]:
+        """Local discovery significance and p-value from the cached observed-data fits.
+
+        Returns:
+            ``(Z, p0)`` with ``Z = sqrt(q0)`` (0 if the best-fit POI is <= 0), ``p0 = 1 - Φ(Z)``.
+        """
+        q0 = max(float(self.background_fit_data[1] - self.free_fit_data[1]), 0.0)
+        z = math.sqrt(q0) if self.muhat > 0 else 0.0
+        return z, float(norm.sf(z))
+
+
+def _asymptotic_factor(alpha: float, k: float) -> float:
+    """``Φ^-1(1 - alpha Φ(k)) + k``: limit in units of sigma for a shift of ``k`` sigma."""
+    return float(norm.isf(alpha * norm.cdf(k))) + k
+
+
+def _finite_or_unexcluded(value: float, alpha: float) -> float:
+    """``CLs - alpha``, with an undefined CLs (no sensitivity) counted as not excluded."""
+    if math.isfinite(value):
+        return value - alpha
+    log.debug("undefined CLs (no sensitivity); treated as CLs = 1")
+    return 1.0 - alpha
+
+
+def _find_root(
+    func: Callable[[float], float],
+    known: Sequence[float],
+    guess: float,
+    refine: Callable[[float], float],
+    upper_bound: float,
+    rtol: float,
+    what: str,
+) -> float:
+    """Root of a decreasing ``func`` (``CLs - alpha``) between 0 and ``upper_bound``.
+
+    Args:
+        func: ``CLs(mu) - alpha``; values at ``known`` points cost no fit.
+        known: POI values where ``func`` is already cheap to evaluate.
+        guess: Starting guess for the root.
+        refine: Improved guess from the local sigma at an evaluated point.
+        upper_bound: POI upper bound; the bracket never goes beyond it.
+        rtol: Relative tolerance of the root.
+        what: Name of the limit, for messages.
+
+    Returns:
+        The POI value where ``func`` changes sign.
+
+    Raises:
+        ValueError: If CLs is still above alpha at the POI upper bound.
+    """
+    points = sorted((mu, func(mu)) for mu in known if mu > 0)
+    for (mu_a, f_a), (mu_b, f_b) in itertools.pairwise(points):
+        if f_a == 0:
+            return mu_a
+        if f_a > 0 > f_b:
+            bracket = (mu_a, mu_b)
+            break
+    else:
+        bracket = None
+    if bracket is None:
+        x = min(max(guess, 1e-12 * upper_bound), upper_bound)
+        fx = func(x)
+        if fx == 0:
+            return x
+        direction = 1.0 if fx > 0 else -1.0
+        # step: a bit beyond the locally refined guess, at least a few rtol
+        step = max(1.5 * abs(math.log(refine(x) / x)), 20 * rtol, 1e-3)
+        for _ in range(_MAX_EXPANSIONS):
+            if direction > 0 and x >= upper_bound:
+                raise ValueError(
+                    f"the {what} limit lies beyond the POI upper bound {upper_bound:g} "
+                    f"(CLs - alpha = {fx:.3g} there); widen the POI bounds of the model"
+                )
+            y = min(x * math.exp(direction * step), upper_bound)
+            fy = func(y)
+            if fy == 0:
+                return y
+            if (fy > 0) != (fx > 0):
+                bracket = (x, y) if x < y else (y, x)
+                break
+            x, fx = y, fy
+            step *= 2.0
+        else:
+            raise ValueError(f"could not bracket the {what} limit")
+    root = toms748(func, *bracket, k=2, xtol=_XTOL, rtol=rtol)
+    return float(root)
+
+
+def _initial_sigma(calc: CachedAsymptoticCalculator) -> float:
+    """Rough POI uncertainty from signal and background yields (no fit, stats only)."""
+    tensorlib, _ = pyhf.get_backend()
+    pars = np.asarray(tensorlib.tolist(calc.background_fit_data[0]), dtype=float)
+    pars_sig = pars.copy()
+    pars_sig[calc.poi_index] = 1.0
+    model = calc.pdf
+    bkg = np.asarray(tensorlib.tolist(model.expected_data(pars, include_auxdata=False)))
+    sig_bkg = np.asarray(tensorlib.tolist(model.expected_data(pars_sig, include_auxdata=False)))
+    signal = sig_bkg - bkg
+    inv_var = float(np.sum(signal**2 / np.maximum(bkg, 1e-3)))
+    return 1.0 / math.sqrt(inv_var) if inv_var > 0 else math.nan
+
+
+def upper_limit(
+    data: Sequence[float] | Any,
+    model: pyhf.pdf.Model,
+    *,
+    alpha: float = 0.05,
+    rtol: float = 1e-6,
+) -> LimitResult:
+    """Observed and expected asymptotic CLs upper limits and the local significance.
+
+    The CLs values are those of ``pyhf.infer.hypotest(mu, data, model, test_stat="qtilde",
+    return_expected_set=True)``; each limit is where that CLs crosses ``alpha``. Fits not
+    depending on the tested POI value are done once, the others cached per POI value.
+
+    Args:
+        data: Full data vector, main bins and auxiliary data (``workspace.data(model)``).
+        model: The pyhf model; its POI must be bounded below at 0.
+        alpha: CLs level (0.05 for 95% CL limits).
+        rtol: Relative tolerance of the limits.
+
+    Returns:
+        The observed limit, the five expected limits (``-2σ .. +2σ``), the local discovery
+        significance and p-value, the best-fit POI and the number of fits performed.
+
+    Raises:
+        ValueError: For an invalid ``alpha``/``rtol``, a model whose POI is missing, fixed or
+            not bounded at 0, or a limit beyond the POI upper bound.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not rtol >= 4 * np.finfo(float).eps:
+        raise ValueError(f"rtol must be >= {4 * np.finfo(float).eps:.3g}, got {rtol}")
+    calc = CachedAsymptoticCalculator(data, model)
+    muhat = calc.muhat
+    significance, p0 = calc.discovery()
+    upper_bound = calc.poi_upper_bound
+
+    # First look at the sensitivity: one Asimov fit near the expected median limit.
+    sigma0 = _initial_sigma(calc)
+    mu0 = sigma0 * _asymptotic_factor(alpha, 0.0) if math.isfinite(sigma0) else 1.0
+    mu0 = min(mu0, upper_bound)
+    while not math.isfinite(calc.sigma(mu0)):
+        if mu0 >= upper_bound:
+            raise ValueError(
+                f"no sensitivity up to the POI upper bound {upper_bound:g}: the Asimov test "
+                "statistic is 0 there; widen the POI bounds of the model"
+            )
+        mu0 = min(10.0 * mu0, upper_bound)
+
+    def local_sigma(mu: float) -> float:
+        """Sigma at the cached Asimov point closest (in log) to ``mu``."""
+        nearest = min(calc.asimov_points(), key=lambda point: abs(math.log(point / mu)))
+        sigma = calc.sigma(nearest)
+        return sigma if math.isfinite(sigma) else calc.sigma(mu0)
+
+    def guess_from(factor: Callable[[float], float]) -> Callable[[float], float]:
+        def guess(mu: float) -> float:
+            sigma = local_sigma(mu)
+            return sigma * factor(sigma)
+
+        return guess
+
+    def observed_factor(sigma: float) -> float:
+        return _asymptotic_factor(alpha, max(muhat, 0.0) / sigma)
+
+    def start(refine: Callable[[float], float]) -> float:
+        mu = refine(mu0)
+        return refine(mu)  # second pass: sigma from the point nearest to the first guess
+
+    # Observed limit: needs both conditional fits per POI value.
+    refine_obs = guess_from(observed_factor)
+    observed = _find_root(
+        lambda mu: _finite_or_unexcluded(calc.cls_observed(mu), alpha),
+        calc.observed_points(),
+        start(refine_obs),
+        lambda mu: calc.sigma(mu) * observed_factor(calc.sigma(mu)),
+        upper_bound,
+        rtol,
+        "observed",
+    )
+    log.debug("observed limit %.6g after %d fits", observed, calc.n_fits)
+
+    # Expected limits: Asimov fits only, shared by all bands.
+    expected: list[float] = [math.nan] * len(BAND_SIGMAS)
+    for index in sorted(range(len(BAND_SIGMAS)), key=lambda i: abs(BAND_SIGMAS[i])):
+        k = BAND_SIGMAS[index]
+        band_factor = _asymptotic_factor(alpha, float(k))
+
+        def band_value(mu: float, index: int = index) -> float:
+            return _finite_or_unexcluded(calc.cls_expected(mu)[index], alpha)
+
+        def band_refine(mu: float, band_factor: float = band_factor) -> float:
+            return calc.sigma(mu) * band_factor
+
+        expected[index] = _find_root(
+            band_value,
+            calc.asimov_points(),
+            start(guess_from(lambda _sigma, band_factor=band_factor: band_factor)),
+            band_refine,
+            upper_bound,
+            rtol,
+            f"expected {k:+d} sigma",
+        )
+        log.debug("expected %+d sigma limit %.6g after %d fits", k, expected[index], calc.n_fits)
+
+    result = LimitResult(
+        observed=observed,
+        expected=tuple(expected),
+        significance=significance,
+        p0=p0,
+        muhat=muhat,
+        n_fits=calc.n_fits,
+    )
+    log.info(
+        "CLs limits: observed %.4g, expected %s; Z = %.3g (p0 = %.3g), muhat = %.4g, %d fits",
+        result.observed,
+        ", ".join(f"{value:.4g}" for value in result.expected),
+        result.significance,
+        result.p0,
+        result.muhat,
+        result.n_fits,
+    )
+    return result
