@@ -1,0 +1,203 @@
+"""fit: Z signal strength with pulls and plots; CLs limits on a narrow resonance.
+
+Three sub-commands, one per Snakemake rule:
+  mle     maximum-likelihood fit of the workspace's POI (cabinetry), nuisance-parameter
+          pulls, pre- and post-fit data/simulation plots, Z significance;
+  limit   95% CL CLs upper limit (observed, expected +-1/2 sigma) and local significance for
+          one mass of the patchset (scatter);
+  limits  gather the per-mass results, draw the "Brazil band".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps import cli
+from steps.config import load_analysis
+from steps.errors import PubflowError
+from steps.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _save_figure(fig: Any, png: Path) -> None:
+    """Save ``fig`` as PNG (for HEPData) and PDF beside it, without timestamps."""
+    import matplotlib.pyplot as plt
+
+    for path, meta in ((png, {"Software": None}),
+                       (png.with_suffix(".pdf"), {"CreationDate": None, "Producer": None})):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], metadata=meta, dpi=120)
+    plt.close(fig)
+
+
+def _prediction_table(prediction: Any, data: list[float]) -> dict[str, Any]:
+    """Per region: per-sample yields, total and its uncertainty, from a ModelPrediction."""
+    model = prediction.model
+    out: dict[str, Any] = {}
+    for i, channel in enumerate(model.config.channels):
+        yields = prediction.model_yields[i]
+        table = {s: list(map(float, yields[j])) for j, s in enumerate(model.config.samples)}
+        table["total"] = list(map(float, np.sum(yields, axis=0)))
+        table["total_uncertainty"] = list(map(float, prediction.total_stdev_model_bins[i][-1]))
+        out[channel] = table
+    return out
+
+
+def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
+        ) -> dict[str, Any]:
+    """Fit the workspace's POI; write results JSON and the plots."""
+    import cabinetry
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pyhf
+
+    spec = read_json(workspace_path)
+    ws = pyhf.Workspace(spec)
+    model, data = cabinetry.model_utils.model_and_data(ws)
+    fit = cabinetry.fit.fit(model, data)
+    poi = model.config.poi_index
+    significance = cabinetry.fit.significance(model, data)
+    pre = cabinetry.model_utils.prediction(model)
+    post = cabinetry.model_utils.prediction(model, fit_results=fit)
+    obs = cabinetry.model_utils._data_per_channel(model, data)  # data without auxdata
+    folder = Path(figures)
+    for label, prediction in (("prefit", pre), ("postfit", post)):
+        for entry in cabinetry.visualize.data_mc(prediction, data, config=config, save_figure=False,
+                                                 close_figure=False) or []:
+            _save_figure(entry["figure"], folder / f"data_mc_{label}_{entry['region']}.png")
+    _save_figure(cabinetry.visualize.pulls(fit, save_figure=False, close_figure=False),
+                 folder / "pulls.png")
+    binning = {r["Name"]: r["Binning"] for r in config["Regions"]}
+    regions = {}
+    pre_table, post_table = _prediction_table(pre, data), _prediction_table(post, data)
+    for i, channel in enumerate(model.config.channels):
+        regions[channel] = {
+            "bins": list(map(float, binning[channel])),
+            "data": list(map(float, obs[i])),
+            "prefit": pre_table[channel],
+            "postfit": post_table[channel],
+        }
+    results = {
+        "poi": model.config.poi_name,
+        "mu": float(fit.bestfit[poi]),
+        "mu_uncertainty": float(fit.uncertainty[poi]),
+        "twice_nll": float(fit.best_twice_nll),
+        "parameters": [
+            {"name": name, "bestfit": float(b), "uncertainty": float(u)}
+            for name, b, u in zip(fit.labels, fit.bestfit, fit.uncertainty, strict=True)
+        ],
+        "significance": {"observed": float(significance.observed_significance),
+                         "expected": float(significance.expected_significance),
+                         "observed_p_value": float(significance.observed_p_value)},
+        "regions": regions,
+    }
+    write_json(output, results)
+    log.info("%s = %.4f +- %.4f", results["poi"], results["mu"], results["mu_uncertainty"])
+    return results
+
+
+def limit(workspace_path: str, patchset_path: str, mass: int, output: str) -> dict[str, Any]:
+    """CLs limits and local significance for one mass hypothesis of the patchset."""
+    import pyhf
+
+    from steps.limits import upper_limit
+
+    patchset = pyhf.PatchSet(read_json(patchset_path))
+    try:
+        ws = patchset.apply(pyhf.Workspace(read_json(workspace_path)), [mass])
+    except pyhf.exceptions.InvalidPatchLookup:
+        raise PubflowError(f"no patch for mass {mass}", path=patchset_path) from None
+    except pyhf.exceptions.PatchSetVerificationError as err:
+        raise PubflowError(f"patchset does not belong to the workspace ({err})",
+                           path=patchset_path) from None
+    model = pyhf.Workspace(ws).model()
+    result = upper_limit(pyhf.Workspace(ws).data(model), model)
+    point = {"mass": mass, "observed": result.observed, "expected": list(result.expected),
+             "significance": result.significance, "p0": result.p0, "muhat": result.muhat,
+             "n_fits": result.n_fits}
+    write_json(output, point)
+    log.info("m = %s GeV: observed %.3f, expected %.3f", mass, result.observed,
+             result.expected[2])
+    return point
+
+
+def brazil(points: list[dict[str, Any]], poi: str, png: Path, luminosity: str) -> None:
+    """The limit-versus-mass plot with expected +-1/2 sigma bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    mass = np.array([p["mass"] for p in points], float)
+    exp = np.array([p["expected"] for p in points])
+    obs = np.array([p["observed"] for p in points])
+    with plt.style.context(mplhep.style.CMS):
+        fig, ax = plt.subplots(figsize=(10, 8))
+        ax.fill_between(mass, exp[:, 0], exp[:, 4], color="#F5BB54", label=r"Expected $\pm 2\sigma$")
+        ax.fill_between(mass, exp[:, 1], exp[:, 3], color="#607641", label=r"Expected $\pm 1\sigma$")
+        ax.plot(mass, exp[:, 2], "k--", label="Expected")
+        ax.plot(mass, obs, "ko-", label="Observed")
+        ax.set_xlabel(r"$m_{\mu\mu}$ hypothesis [GeV]")
+        ax.set_ylabel(f"95% CL upper limit on {poi}")
+        ax.set_ylim(0, 1.6 * max(exp[:, 4].max(), obs.max()))
+        ax.legend(loc="upper left", ncol=2, fontsize="small")
+        mplhep.cms.label("Open Data", data=True, rlabel=f"{luminosity} (7 TeV)", ax=ax, loc=0)
+        fig.tight_layout()
+        _save_figure(fig, png)
+
+
+def limits(config: dict[str, Any], inputs: list[str], output: str, figure: str) -> None:
+    """Gather per-mass limit files into one, sorted by mass; draw the Brazil plot."""
+    points = sorted((read_json(p) for p in inputs), key=lambda p: p["mass"])
+    masses = [p["mass"] for p in points]
+    if sorted(config["Scan"]["Masses"]) != masses:
+        raise PubflowError(f"limit files cover masses {masses}, the config scans "
+                           f"{sorted(config['Scan']['Masses'])}", key="Scan.Masses")
+    lumi = config["Luminosity"]
+    write_json(output, {"poi": config["Scan"]["POI"],
+                        "reference_cross_section": config["Scan"]["CrossSection"],
+                        "points": points})
+    brazil(points, config["Scan"]["POI"], Path(figure),
+           f"{lumi['Value']:g} {lumi['Unit'].replace('^-1', '$^{-1}$')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("fit", __doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mle", help="fit the POI, pulls, data/MC plots")
+    m.add_argument("--config", required=True, help="analysis config")
+    m.add_argument("--workspace", required=True, help="pyhf workspace (JSON)")
+    m.add_argument("--output", required=True, help="fit results to write (JSON)")
+    m.add_argument("--figures", required=True, help="folder for the figures")
+    lim = sub.add_parser("limit", help="CLs limit for one mass of the patchset")
+    lim.add_argument("--workspace", required=True, help="background-only workspace (JSON)")
+    lim.add_argument("--patchset", required=True, help="pyhf patchset (JSON)")
+    lim.add_argument("--mass", required=True, type=int, help="mass hypothesis (GeV)")
+    lim.add_argument("--output", required=True, help="result to write (JSON)")
+    g = sub.add_parser("limits", help="gather limits, draw the Brazil band")
+    g.add_argument("--config", required=True, help="analysis config")
+    g.add_argument("--inputs", nargs="+", required=True, help="per-mass results")
+    g.add_argument("--output", required=True, help="limits to write (JSON)")
+    g.add_argument("--figure", required=True, help="Brazil plot (PNG; a PDF is written beside)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.command == "mle":
+        mle(load_analysis(args.config), args.workspace, args.output, args.figures)
+    elif args.command == "limit":
+        limit(args.workspace, args.patchset, args.mass, args.output)
+    else:
+        limits(load_analysis(args.config), args.inputs, args.output, args.figure)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, build_parser))

@@ -1,0 +1,933 @@
+"""hepdata: the HEPData submission (tables, figures, likelihoods) from the fit results.
+
+Tables, one per result the record publishes, made with hepdata_lib:
+
+* ``Dimuon mass spectrum``: observed events per bin with their Poisson uncertainty, the post-fit
+  total prediction with its uncertainty and each post-fit sample (one table per region);
+* ``Event yields``: pre- and post-fit yields per sample, summed over the bins (per region);
+* ``Signal strength and nuisance parameters``: best-fit values and uncertainties;
+* ``Upper limits on a narrow resonance``: observed and expected (±1σ, ±2σ) CLs limits on the
+  resonance signal strength, the observed limit on the cross section times branching fraction
+  and the local significance, per mass hypothesis.
+
+The likelihoods go in as a HistFactory resource: ``Likelihoods.tar.gz`` with the background-only
+workspace (``BkgOnly.json``), the signal patchset and a README, packed reproducibly.
+
+hepdata_lib's ``Submission.create_files`` writes the YAML, images and thumbnails into a folder,
+but its tarball into the *current directory*, from files in walk order with their own times. So
+the folder is written into a temporary directory (which is also the working directory while
+hepdata_lib runs), the PNGs are stripped of ImageMagick's time stamps, the archive is packed
+again reproducibly (sorted members, fixed times and owners) and checked with hepdata-validator,
+and only then is the whole output folder moved into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import numpy as np
+import yaml
+
+from steps import cli
+from steps.config import _describe, load_analysis
+from steps.errors import PubflowError
+from steps.io import atomic_path, read_json
+
+if TYPE_CHECKING:
+    from hepdata_lib import Submission, Table
+
+log = logging.getLogger(__name__)
+
+LIKELIHOOD_ARCHIVE = "Likelihoods.tar.gz"
+BKG_ONLY_NAME = "BkgOnly.json"
+PATCHSET_NAME = "patchset.json"
+README_NAME = "README.md"
+SUBMISSION_DIR = "submission"
+SUBMISSION_ARCHIVE = "submission.tar.gz"
+
+#: The figure each table shows, in the figures folder (PNG: ImageMagick may not read PDF).
+FIGURES = {
+    "spectrum": "data_mc_postfit_{region}.png",
+    "yields": "data_mc_prefit_{region}.png",
+    "parameters": "pulls.png",
+    "limits": "brazil.png",
+}
+
+MASS_VARIABLE = "M(mumu)"
+CONFIDENCE_LEVEL = "95%"
+#: Relative tolerance between the fit results and a refit of the workspace (minimizer noise).
+FIT_RTOL = 1e-3
+#: Keys of a region's ``prefit``/``postfit`` block that are not samples.
+TOTAL_KEYS = ("total", "total_uncertainty")
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+_PREDICTION = {
+    "type": "object",
+    "required": list(TOTAL_KEYS),
+    "additionalProperties": _NUMBERS,
+}
+FIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["poi", "mu", "mu_uncertainty", "parameters", "regions"],
+    "properties": {
+        "poi": {"type": "string"},
+        "mu": {"type": "number"},
+        "mu_uncertainty": {"type": "number"},
+        "parameters": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "bestfit", "uncertainty"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "bestfit": {"type": "number"},
+                    "uncertainty": {"type": "number", "minimum": 0},
+                },
+            },
+        },
+        "significance": {
+            "type": "object",
+            "properties": {"observed": {"type": "number"}, "expected": {"type": "number"}},
+        },
+        "regions": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["bins", "data", "prefit", "postfit"],
+                "properties": {
+                    "bins": {**_NUMBERS, "minItems": 2},
+                    "data": {"type": "array", "items": {"type": "number", "minimum": 0}},
+                    "prefit": _PREDICTION,
+                    "postfit": _PREDICTION,
+                },
+            },
+        },
+    },
+}
+LIMITS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["poi", "reference_cross_section", "points"],
+    "properties": {
+        "poi": {"type": "string"},
+        "reference_cross_section": {"type": "number", "exclusiveMinimum": 0},
+        "points": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["mass", "observed", "expected", "significance", "p0"],
+                "properties": {
+                    "mass": {"type": "number"},
+                    "observed": {"type": "number"},
+                    "expected": {**_NUMBERS, "minItems": 5, "maxItems": 5},
+                    "significance": {"type": "number"},
+                    "p0": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+        },
+    },
+}
+HISTOGRAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["yield", "bins"],
+        "properties": {"yield": {"type": "number"}, "bins": _NUMBERS},
+    },
+}
+
+
+# -- reading the inputs -------------------------------------------------------------------------
+
+
+def _check_shape(instance: Any, schema: dict[str, Any], source: str | Path) -> None:
+    """Validate an input against one of the shapes above; one line naming file and key."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        where, message = _describe(error)
+        raise PubflowError(message, path=source, key=where)
+
+
+def _read(path: str | Path, schema: dict[str, Any]) -> Any:
+    """Read a JSON input of an earlier step and check its shape."""
+    try:
+        obj = read_json(path)
+    except FileNotFoundError:
+        raise PubflowError("file not found (run the earlier steps first)", path=path) from None
+    except json.JSONDecodeError as err:
+        raise PubflowError(f"invalid JSON ({err})", path=path) from None
+    _check_shape(obj, schema, path)
+    return obj
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    """One region of the fit results, checked for consistent lengths.
+
+    Attributes:
+        name: Region (channel) name.
+        bins: Bin edges.
+        data: Observed events per bin.
+        prefit: Pre-fit yields per bin, by sample (without totals).
+        postfit: Post-fit yields per bin, by sample (without totals).
+        totals: ``{"prefit"|"postfit": (total per bin, its uncertainty per bin)}``.
+    """
+
+    name: str
+    bins: list[float]
+    data: list[float]
+    prefit: dict[str, list[float]]
+    postfit: dict[str, list[float]]
+    totals: dict[str, tuple[list[float], list[float]]]
+
+    @property
+    def samples(self) -> list[str]:
+        """Sample names, in the order of the post-fit block."""
+        return list(self.postfit)
+
+
+def _region_result(
+    name: str, block: dict[str, Any], sample_order: Sequence[str], source: str | Path
+) -> RegionResult:
+    nbins = len(block["bins"]) - 1
+    edges = block["bins"]
+    if any(b <= a for a, b in itertools_pairwise(edges)):
+        raise PubflowError("bin edges must increase", path=source, key=f"regions.{name}.bins")
+    if len(block["data"]) != nbins:
+        raise PubflowError(
+            f"{len(block['data'])} values for {nbins} bins", path=source,
+            key=f"regions.{name}.data",
+        )
+    stages: dict[str, dict[str, list[float]]] = {}
+    totals: dict[str, tuple[list[float], list[float]]] = {}
+    for stage in ("prefit", "postfit"):
+        for key, values in block[stage].items():
+            if len(values) != nbins:
+                raise PubflowError(
+                    f"{len(values)} values for {nbins} bins", path=source,
+                    key=f"regions.{name}.{stage}.{key}",
+                )
+        samples = [s for s in block[stage] if s not in TOTAL_KEYS]
+        rank = {s: i for i, s in enumerate(sample_order)}
+        samples.sort(key=lambda s: (rank.get(s, len(rank)), s))
+        stages[stage] = {s: [float(v) for v in block[stage][s]] for s in samples}
+        total = np.asarray(block[stage]["total"], dtype=float)
+        summed = np.sum([stages[stage][s] for s in samples], axis=0) if samples else 0 * total
+        if not np.allclose(summed, total, rtol=1e-6, atol=1e-9):
+            raise PubflowError(
+                f"the samples do not add up to the total (max difference "
+                f"{np.max(np.abs(summed - total)):.3g})",
+                path=source, key=f"regions.{name}.{stage}.total",
+            )
+        totals[stage] = (total.tolist(), [float(v) for v in block[stage]["total_uncertainty"]])
+    if list(stages["prefit"]) != list(stages["postfit"]):
+        raise PubflowError(
+            f"pre-fit samples {list(stages['prefit'])} differ from post-fit samples "
+            f"{list(stages['postfit'])}", path=source, key=f"regions.{name}",
+        )
+    return RegionResult(
+        name=name,
+        bins=[float(b) for b in edges],
+        data=[float(v) for v in block["data"]],
+        prefit=stages["prefit"],
+        postfit=stages["postfit"],
+        totals=totals,
+    )
+
+
+def itertools_pairwise(values: Sequence[float]) -> Iterator[tuple[float, float]]:
+    """Consecutive pairs ``(v[0], v[1]), (v[1], v[2]), ...``."""
+    return zip(values, values[1:], strict=False)
+
+
+def data_sample(config: dict[str, Any]) -> str:
+    """Name of the sample with ``Data: true``."""
+    return next(s["Name"] for s in config["Samples"] if s.get("Data"))
+
+
+def check_data_yields(
+    regions: Sequence[RegionResult],
+    histograms: dict[str, Any],
+    config: dict[str, Any],
+    histograms_path: str | Path,
+    fit_path: str | Path,
+) -> None:
+    """The fit's observed events, bin by bin and summed, are those of the histograms.
+
+    Raises:
+        PubflowError: If a data histogram is missing, binned differently or sums differently.
+    """
+    data_name = data_sample(config)
+    for region in regions:
+        key = f"{region.name}_{data_name}"
+        if key not in histograms:
+            raise PubflowError(f"no data histogram for region {region.name!r}",
+                               path=histograms_path, key=key)
+        hist = histograms[key]
+        if not np.allclose(hist["bins"], region.bins, rtol=1e-12, atol=0):
+            raise PubflowError(f"binning differs from {key} in {histograms_path}",
+                               path=fit_path, key=f"regions.{region.name}.bins")
+        if not math.isclose(sum(region.data), hist["yield"], rel_tol=1e-9, abs_tol=1e-9):
+            raise PubflowError(
+                f"data sum to {sum(region.data):g} events, but {histograms_path} has "
+                f"{hist['yield']:g} in {key}", path=fit_path, key=f"regions.{region.name}.data",
+            )
+
+
+@dataclass(frozen=True)
+class SummedUncertainties:
+    """Uncertainties of the yields summed over a region's bins, from the pyhf model.
+
+    Per-bin uncertainties cannot be added up without the correlations between bins, which
+    the fit results do not carry; cabinetry's prediction of the model has them.
+
+    Attributes:
+        prefit: ``{sample or "total": uncertainty}`` before the fit.
+        postfit: ``{sample or "total": uncertainty}`` after the fit.
+    """
+
+    prefit: dict[str, float]
+    postfit: dict[str, float]
+
+
+def model_uncertainties(
+    workspace: dict[str, Any],
+    regions: Sequence[RegionResult],
+    workspace_path: str | Path,
+    fit_path: str | Path,
+) -> dict[str, SummedUncertainties]:
+    """Summed pre- and post-fit uncertainties per region, from a refit of the workspace.
+
+    The refit (cabinetry's MLE fit of the workspace to its own observations) must reproduce
+    the fit results: the same observed data and, within ``FIT_RTOL``, the same pre- and
+    post-fit totals per bin; otherwise the results were not fitted from this workspace.
+
+    Raises:
+        PubflowError: If the workspace is invalid or the fit results do not match it.
+    """
+    import cabinetry
+    import pyhf
+
+    try:
+        ws = pyhf.Workspace(workspace)
+        model = ws.model()
+    except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidModel) as err:
+        raise PubflowError(f"invalid workspace ({' '.join(str(err).split())})",
+                           path=workspace_path) from None
+    data = ws.data(model)
+    channels = list(model.config.channels)
+    observed = dict(zip(channels, np.split(np.asarray(data[: model.config.nmaindata]),
+                                           np.cumsum([model.config.channel_nbins[c]
+                                                      for c in channels])[:-1]), strict=True))
+    pre = cabinetry.model_utils.prediction(model)
+    fit = cabinetry.fit.fit(model, data)
+    post = cabinetry.model_utils.prediction(model, fit_results=fit)
+    out: dict[str, SummedUncertainties] = {}
+    for region in regions:
+        if region.name not in observed:
+            raise PubflowError(f"no channel {region.name!r} in {workspace_path}",
+                               path=fit_path, key=f"regions.{region.name}")
+        if not np.allclose(observed[region.name], region.data, rtol=1e-9, atol=1e-9):
+            raise PubflowError(f"data differ from the observations in {workspace_path}",
+                               path=fit_path, key=f"regions.{region.name}.data")
+        index = channels.index(region.name)
+        summed: dict[str, dict[str, float]] = {}
+        for stage, prediction in (("prefit", pre), ("postfit", post)):
+            samples = list(prediction.model.config.samples)
+            total = np.sum(prediction.model_yields[index], axis=0)
+            if not np.allclose(total, region.totals[stage][0], rtol=FIT_RTOL, atol=1e-6):
+                raise PubflowError(
+                    f"total differs from the {stage} prediction of {workspace_path} (max "
+                    f"difference {np.max(np.abs(total - region.totals[stage][0])):.3g}): "
+                    "results not fitted from this workspace?",
+                    path=fit_path, key=f"regions.{region.name}.{stage}.total",
+                )
+            stdev = prediction.total_stdev_model_channels[index]
+            summed[stage] = {s: float(stdev[i]) for i, s in enumerate(samples)}
+            summed[stage]["total"] = float(stdev[-1])
+            missing = set(getattr(region, stage)) - set(samples)
+            if missing:
+                raise PubflowError(f"samples {sorted(missing)} are not in {workspace_path}",
+                                   path=fit_path, key=f"regions.{region.name}.{stage}")
+        out[region.name] = SummedUncertainties(prefit=summed["prefit"], postfit=summed["postfit"])
+    log.debug("refit of %s reproduces %s", workspace_path, fit_path)
+    return out
+
+
+# -- the likelihood archive ---------------------------------------------------------------------
+
+
+def write_reproducible_tar(path: str | Path, members: Mapping[str, bytes]) -> None:
+    """Write a ``.tar.gz`` whose bytes depend only on ``members``, atomically.
+
+    Members are sorted by name, with mode 0644, owner 0:0 (no names) and time 0; the gzip
+    header carries neither a file name nor a time.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name in sorted(members):
+                info = tarfile.TarInfo(name)
+                info.size = len(members[name])
+                info.mtime = 0
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(members[name]))
+
+
+def likelihood_readme(
+    config: dict[str, Any], workspace: dict[str, Any], patchset: dict[str, Any]
+) -> str:
+    """The README of the likelihood archive: what the files are and how to use them."""
+    import pyhf
+
+    measurement = workspace["measurements"][0]
+    poi = measurement["config"]["poi"]
+    channels = ", ".join(c["name"] for c in workspace["channels"])
+    patches = patchset["patches"]
+    labels = patchset["metadata"]["labels"]
+    first = patches[0]["metadata"]["name"] if patches else "<name>"
+    scan = config.get("Scan", {})
+    signal_poi = scan.get("POI", "the signal strength")
+    listing = "\n".join(
+        f"| `{p['metadata']['name']}` | "
+        + ", ".join(f"{label} = {value:g}" for label, value in
+                    zip(labels, p["metadata"]["values"], strict=True))
+        + " |"
+        for p in patches
+    )
+    digest = pyhf.utils.digest(workspace)
+    return f"""# Likelihoods: {config["Publication"]["Title"]}
+
+The statistical model of this record as pyhf JSON (HistFactory), made by the pubflow workflow.
+
+| File | Content |
+| --- | --- |
+| `{BKG_ONLY_NAME}` | pyhf workspace, measurement `{measurement["name"]}`, POI `{poi}`, channels: {channels}. The Z boson measurement, and the background-only model of the resonance search. |
+| `{PATCHSET_NAME}` | pyhf patchset `{patchset["metadata"].get("name", "")}`: {len(patches)} patches, one per signal hypothesis ({", ".join(labels)}). Each adds the resonance sample to `{BKG_ONLY_NAME}` and makes `{signal_poi}` the POI. |
+
+sha256 digest of `{BKG_ONLY_NAME}` (`pyhf digest {BKG_ONLY_NAME}`), recorded in the patchset:
+`{digest}`
+
+## With the pyhf command line (pyhf >= 0.7)
+
+```sh
+pyhf inspect {BKG_ONLY_NAME}
+pyhf fit --value {BKG_ONLY_NAME}                      # best fit of the Z measurement
+pyhf patchset inspect {PATCHSET_NAME}
+pyhf patchset verify {BKG_ONLY_NAME} {PATCHSET_NAME}   # the patchset belongs to this workspace
+pyhf patchset apply {BKG_ONLY_NAME} {PATCHSET_NAME} --name {first} --output-file {first}.json
+pyhf cls --test-poi 1.0 {first}.json                # CLs of {signal_poi} = 1 for that hypothesis
+```
+
+## In Python
+
+```python
+import json
+import pyhf
+
+background = pyhf.Workspace(json.load(open("{BKG_ONLY_NAME}")))
+patchset = pyhf.PatchSet(json.load(open("{PATCHSET_NAME}")))
+workspace = patchset.apply(background, "{first}")    # or by values, e.g. patchset.apply(background, {patches[0]["metadata"]["values"] if patches else "[...]"})
+model = workspace.model()
+data = workspace.data(model)
+cls_obs, cls_exp = pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde", return_expected_set=True)
+```
+
+The upper limits of the record are asymptotic CLs limits ({CONFIDENCE_LEVEL} CL, `qtilde` test
+statistic) on `{signal_poi}` for each of these hypotheses:
+
+| Patch | Values |
+| --- | --- |
+{listing}
+"""
+
+
+def write_likelihoods(
+    path: str | Path,
+    config: dict[str, Any],
+    workspace_path: str | Path,
+    patchset_path: str | Path,
+) -> None:
+    """Pack ``BkgOnly.json`` (the workspace file as is), the patchset and a README.
+
+    Raises:
+        PubflowError: If the patchset was not made for this workspace (digest mismatch).
+    """
+    import pyhf
+
+    workspace_bytes = Path(workspace_path).read_bytes()
+    patchset_bytes = Path(patchset_path).read_bytes()
+    workspace = json.loads(workspace_bytes)
+    patchset = json.loads(patchset_bytes)
+    try:
+        pyhf.PatchSet(patchset).verify(workspace)
+    except pyhf.exceptions.PatchSetVerificationError as err:
+        raise PubflowError(f"not made for {workspace_path} ({err})", path=patchset_path) from None
+    except pyhf.exceptions.InvalidSpecification as err:
+        raise PubflowError(f"invalid patchset ({' '.join(str(err).split())[:300]})",
+                           path=patchset_path) from None
+    write_reproducible_tar(path, {
+        BKG_ONLY_NAME: workspace_bytes,
+        PATCHSET_NAME: patchset_bytes,
+        README_NAME: likelihood_readme(config, workspace, patchset).encode(),
+    })
+
+
+# -- the tables ---------------------------------------------------------------------------------
+
+
+def _keywords(config: dict[str, Any]) -> dict[str, list[Any]]:
+    keywords = config["Publication"].get("Keywords", {})
+    return {name: list(values) for name, values in keywords.items() if values}
+
+
+def _new_table(name: str, description: str, location: str, config: dict[str, Any]) -> Table:
+    from hepdata_lib import Table
+
+    table = Table(name)
+    table.description = description
+    table.location = location
+    table.keywords = _keywords(config)
+    license_ = config["Publication"].get("License")
+    if license_:
+        table.add_data_license(license_["Name"], license_["URL"])
+    return table
+
+
+def _qualify(variable: Any, config: dict[str, Any], region: str | None = None) -> None:
+    """HEPData qualifiers of a dependent variable: energy, luminosity, region."""
+    energies = config["Publication"].get("Keywords", {}).get("cmenergies", [])
+    if len(energies) == 1:
+        variable.add_qualifier("SQRT(S)", energies[0], "GeV")
+    lumi = config.get("Luminosity")
+    if lumi:
+        variable.add_qualifier("LUMINOSITY", lumi["Value"], lumi["Unit"])
+    if region is not None:
+        variable.add_qualifier("Region", region)
+
+
+def _attach_figure(table: Table, figure: Path) -> None:
+    """Add the PNG figure to the table, and the PDF beside it (if any) as a resource."""
+    if not figure.is_file():
+        raise PubflowError("figure not found (run the plotting step first)", path=figure)
+    table.add_image(str(figure.resolve()))
+    pdf = figure.with_suffix(".pdf")
+    if pdf.is_file():
+        table.add_additional_resource(f"{figure.stem} as PDF", str(pdf.resolve()),
+                                      copy_file=True)
+
+
+def _region_name(base: str, region: str, n_regions: int) -> str:
+    return base if n_regions == 1 else f"{base} in region {region}"
+
+
+def spectrum_table(
+    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1
+) -> Table:
+    """Observed events, post-fit total (with uncertainty) and post-fit samples per bin."""
+    from hepdata_lib import Uncertainty, Variable
+
+    table = _new_table(
+        _region_name("Dimuon mass spectrum", region.name, n_regions),
+        f"Dimuon invariant-mass distribution in region {region.name}: observed events per "
+        "bin with their Poisson uncertainty, and the prediction after the binned "
+        "maximum-likelihood fit, in total (with its uncertainty) and per sample.",
+        f"Figure {figure.name}",
+        config,
+    )
+    mass = Variable(MASS_VARIABLE, is_independent=True, is_binned=True, units="GeV")
+    mass.values = list(itertools_pairwise(region.bins))
+    table.add_variable(mass)
+
+    data = Variable("Data", is_independent=False, is_binned=False, units="events",
+                    zero_uncertainties_warning=False)
+    data.values = region.data
+    stat = Uncertainty("stat", is_symmetric=True)
+    stat.values = [math.sqrt(n) for n in region.data]
+    data.add_uncertainty(stat)
+    _qualify(data, config, region.name)
+    table.add_variable(data)
+
+    total_values, total_uncertainty = region.totals["postfit"]
+    total = Variable("Post-fit total", is_independent=False, is_binned=False, units="events",
+                     zero_uncertainties_warning=False)
+    total.values = total_values
+    unc = Uncertainty("post-fit", is_symmetric=True)
+    unc.values = total_uncertainty
+    total.add_uncertainty(unc)
+    _qualify(total, config, region.name)
+    table.add_variable(total)
+
+    for sample, values in region.postfit.items():
+        variable = Variable(f"Post-fit {sample}", is_independent=False, is_binned=False,
+                            units="events")
+        variable.values = values
+        _qualify(variable, config, region.name)
+        table.add_variable(variable)
+    _attach_figure(table, figure)
+    return table
+
+
+def yields_table(
+    region: RegionResult,
+    summed: SummedUncertainties,
+    config: dict[str, Any],
+    figure: Path,
+    n_regions: int = 1,
+) -> Table:
+    """Pre- and post-fit yields per sample, summed over the bins, with data and total."""
+    from hepdata_lib import Uncertainty, Variable
+
+    table = _new_table(
+        _region_name("Event yields", region.name, n_regions),
+        f"Event yields in region {region.name}, summed over the bins, before and after the "
+        "fit. The uncertainties of the predictions are those of the model (statistical "
+        "uncertainty of the simulation and systematic uncertainties; after the fit with the "
+        "correlations of the fitted parameters); the data have their Poisson uncertainty.",
+        f"Figure {figure.name}",
+        config,
+    )
+    rows = [*region.samples, "Total", "Data"]
+    label = Variable("Sample", is_independent=True, is_binned=False)
+    label.values = rows
+    table.add_variable(label)
+    n_data = sum(region.data)
+    for stage, title in (("prefit", "Pre-fit yield"), ("postfit", "Post-fit yield")):
+        per_sample = getattr(region, stage)
+        uncertainties = getattr(summed, stage)
+        values = [sum(per_sample[s]) for s in region.samples]
+        values += [sum(region.totals[stage][0]), n_data]
+        variable = Variable(title, is_independent=False, is_binned=False, units="events",
+                            zero_uncertainties_warning=False)
+        variable.values = values
+        model = Uncertainty("model", is_symmetric=True)
+        model.values = [uncertainties[s] for s in region.samples] + [uncertainties["total"], None]
+        stat = Uncertainty("stat", is_symmetric=True)
+        stat.values = [None] * (len(rows) - 1) + [math.sqrt(n_data)]
+        variable.add_uncertainty(model)
+        variable.add_uncertainty(stat)
+        _qualify(variable, config, region.name)
+        table.add_variable(variable)
+    _attach_figure(table, figure)
+    return table
+
+
+def parameters_table(fit: dict[str, Any], config: dict[str, Any], figure: Path) -> Table:
+    """Best-fit values and uncertainties of all parameters of the fit."""
+    from hepdata_lib import Uncertainty, Variable
+
+    significance = fit.get("significance", {})
+    signif_text = ""
+    if "observed" in significance:
+        signif_text = f" Observed significance of the signal: {significance['observed']:.3g}"
+        if "expected" in significance:
+            signif_text += f" (expected {significance['expected']:.3g})"
+        signif_text += " standard deviations."
+    table = _new_table(
+        "Signal strength and nuisance parameters",
+        f"Best-fit values and uncertainties of the parameters of the binned maximum-likelihood "
+        f"fit; the parameter of interest is {fit['poi']} = {fit['mu']:.4g} +- "
+        f"{fit['mu_uncertainty']:.2g}.{signif_text}",
+        f"Figure {figure.name}",
+        config,
+    )
+    names = Variable("Parameter", is_independent=True, is_binned=False)
+    names.values = [p["name"] for p in fit["parameters"]]
+    table.add_variable(names)
+    value = Variable("Best-fit value", is_independent=False, is_binned=False,
+                     zero_uncertainties_warning=False)
+    value.values = [float(p["bestfit"]) for p in fit["parameters"]]
+    unc = Uncertainty("fit", is_symmetric=True)
+    unc.values = [float(p["uncertainty"]) for p in fit["parameters"]]
+    value.add_uncertainty(unc)
+    _qualify(value, config)
+    table.add_variable(value)
+    _attach_figure(table, figure)
+    return table
+
+
+def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path) -> Table:
+    """Observed and expected limits, the limit on sigma x B and the local significance."""
+    from hepdata_lib import Uncertainty, Variable
+
+    points = sorted(limits["points"], key=lambda p: p["mass"])
+    poi = limits["poi"]
+    xsec = float(limits["reference_cross_section"])
+    table = _new_table(
+        "Upper limits on a narrow resonance",
+        f"{CONFIDENCE_LEVEL} CL upper limits (asymptotic CLs) on the signal strength {poi} "
+        f"of a narrow dimuon resonance, relative to a reference cross section times "
+        f"branching fraction of {xsec:g} pb, observed and expected (median, with the ranges "
+        "containing 68% and 95% of the expected limits); the observed limit on the cross "
+        "section times branching fraction; the local significance of the resonance signal.",
+        f"Figure {figure.name}",
+        config,
+    )
+    mass = Variable("Resonance mass", is_independent=True, is_binned=False, units="GeV")
+    mass.values = [p["mass"] for p in points]
+    table.add_variable(mass)
+
+    observed = Variable(f"Observed upper limit on {poi}", is_independent=False,
+                        is_binned=False)
+    observed.values = [float(p["observed"]) for p in points]
+    expected = Variable(f"Expected upper limit on {poi}", is_independent=False,
+                        is_binned=False)
+    median = [float(p["expected"][2]) for p in points]
+    expected.values = median
+    for label, (low, high) in (("1 sigma", (1, 3)), ("2 sigma", (0, 4))):
+        band = Uncertainty(label, is_symmetric=False)
+        band.set_values_from_intervals(
+            [(float(p["expected"][low]), float(p["expected"][high])) for p in points], median
+        )
+        expected.add_uncertainty(band)
+    cross_section = Variable("Observed upper limit on sigma x B", is_independent=False,
+                             is_binned=False, units="pb")
+    cross_section.values = [float(p["observed"]) * xsec for p in points]
+    significance = Variable("Local significance", is_independent=False, is_binned=False)
+    significance.values = [float(p["significance"]) for p in points]
+    p0 = Variable("Local p-value", is_independent=False, is_binned=False)
+    p0.values = [float(p["p0"]) for p in points]
+    for variable in (observed, expected, cross_section, significance, p0):
+        _qualify(variable, config)
+        if variable is not significance and variable is not p0:
+            variable.add_qualifier("CL", CONFIDENCE_LEVEL)
+        table.add_variable(variable)
+    _attach_figure(table, figure)
+    return table
+
+
+# -- the submission -----------------------------------------------------------------------------
+
+
+def _submission(config: dict[str, Any]) -> Submission:
+    """A hepdata_lib Submission whose record licence is the config's (not always CC0)."""
+    from hepdata_lib import Submission
+
+    license_ = config["Publication"].get("License")
+
+    class _Submission(Submission):
+        def get_license(self) -> dict[str, str]:  # type: ignore[override]
+            if not license_:
+                return Submission.get_license()
+            return {"name": license_["Name"], "url": license_["URL"]}
+
+    submission = _Submission()
+    submission.comment = " ".join(config["Publication"]["Abstract"].split())
+    return submission
+
+
+def strip_png_metadata(path: str | Path) -> None:
+    """Drop a PNG's text and time chunks (ImageMagick stamps the time of conversion)."""
+    png = Path(path)
+    data = png.read_bytes()
+    signature = b"\x89PNG\r\n\x1a\n"
+    if not data.startswith(signature):
+        return
+    kept = [signature]
+    pos = len(signature)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] not in (b"tEXt", b"zTXt", b"iTXt", b"tIME"):
+            kept.append(data[pos:end])
+        pos = end
+    png.write_bytes(b"".join(kept))
+
+
+def _spectrum_data_sum(folder: Path, table: Table) -> float:
+    """Sum of the ``Data`` column as written in the table's YAML file."""
+    data_file = folder / (table.name.lower().replace(" ", "_") + ".yaml")
+    content = yaml.safe_load(data_file.read_text())
+    column = next(v for v in content["dependent_variables"] if v["header"]["name"] == "Data")
+    return float(sum(float(v["value"]) for v in column["values"]))
+
+
+def hepdata_messages(archive: str | Path) -> list[str]:
+    """hepdata-validator's messages for a submission archive (empty if it is valid)."""
+    from hepdata_validator.full_submission_validator import FullSubmissionValidator
+
+    validator = FullSubmissionValidator(autoload_remote_schemas=False)
+    valid = validator.validate(archive=str(archive))
+    messages: list[str] = []
+    for file, entries in validator.get_messages().items():
+        texts = [" ".join(m.message.split()) for m in entries]
+        specific = [t for t in texts if not t.endswith("is invalid HEPData YAML.")]
+        for text in specific or texts:
+            level = next((m.level for m in entries if " ".join(m.message.split()) == text),
+                         "error")
+            messages.append(f"{file}: {level}: {text}")
+    if not valid and not messages:
+        messages.append("hepdata-validator rejects the archive without a message")
+    return messages
+
+
+def write_hepdata(
+    config: dict[str, Any],
+    *,
+    histograms: str | Path,
+    fit: str | Path,
+    limits: str | Path,
+    workspace: str | Path,
+    patchset: str | Path,
+    figures: str | Path,
+    output: str | Path,
+) -> None:
+    """Build, check and write the HEPData submission folder and archive into ``output``.
+
+    ``output`` gets ``submission/`` (YAML, images, thumbnails, resources) and
+    ``submission.tar.gz`` (reproducible, accepted by hepdata-validator); it is replaced as
+    a whole, and only once everything has succeeded.
+
+    Raises:
+        PubflowError: For a missing or malformed input, inconsistent inputs (data that do not
+            sum to the histograms' yield, fit results not from this workspace, a patchset
+            made for another workspace), a failed image conversion or an invalid archive.
+    """
+    figures = Path(figures)
+    hist = _read(histograms, HISTOGRAMS_SCHEMA)
+    fit_results = _read(fit, FIT_SCHEMA)
+    limit_results = _read(limits, LIMITS_SCHEMA)
+    try:
+        workspace_spec = read_json(workspace)
+    except (FileNotFoundError, json.JSONDecodeError) as err:
+        raise PubflowError(f"unreadable workspace ({err})", path=workspace) from None
+    if not Path(patchset).is_file():
+        raise PubflowError("file not found (run the model step first)", path=patchset)
+
+    sample_order = [s["Name"] for s in config["Samples"]]
+    region_names = [r["Name"] for r in config["Regions"]]
+    for name in region_names:
+        if name not in fit_results["regions"]:
+            raise PubflowError(f"no results for region {name!r} of the config", path=fit,
+                               key="regions")
+    regions = [_region_result(name, fit_results["regions"][name], sample_order, fit)
+               for name in region_names]
+    check_data_yields(regions, hist, config, histograms, fit)
+    summed = model_uncertainties(workspace_spec, regions, workspace, fit)
+
+    n_regions = len(regions)
+    with atomic_path(output) as out:
+        out.mkdir()
+        scratch = out.parent / "scratch"
+        scratch.mkdir()
+        likelihoods = scratch / LIKELIHOOD_ARCHIVE
+        write_likelihoods(likelihoods, config, workspace, patchset)
+
+        submission = _submission(config)
+        license_ = config["Publication"].get("License")
+        submission.add_additional_resource(
+            "Likelihoods in pyhf JSON format (HistFactory): background-only workspace "
+            f"({BKG_ONLY_NAME}), signal patchset ({PATCHSET_NAME}) and a {README_NAME} on "
+            "their use",
+            str(likelihoods),
+            copy_file=True,
+            file_type="HistFactory",
+            resource_license=({"name": license_["Name"], "url": license_["URL"]}
+                              if license_ else None),
+        )
+        spectra = []
+        for region in regions:
+            spectrum = spectrum_table(
+                region, config, figures / FIGURES["spectrum"].format(region=region.name),
+                n_regions,
+            )
+            spectra.append((region, spectrum))
+            submission.add_table(spectrum)
+            submission.add_table(yields_table(
+                region, summed[region.name], config,
+                figures / FIGURES["yields"].format(region=region.name), n_regions,
+            ))
+        submission.add_table(parameters_table(fit_results, config,
+                                              figures / FIGURES["parameters"]))
+        submission.add_table(limits_table(limit_results, config, figures / FIGURES["limits"]))
+
+        folder = out / SUBMISSION_DIR
+        captured = io.StringIO()
+        try:
+            # create_files puts its own (unused) tarball into the working directory
+            with contextlib.chdir(scratch), contextlib.redirect_stdout(captured):
+                submission.create_files(str(folder.resolve()), validate=False)
+        except RuntimeError as err:
+            raise PubflowError(f"hepdata_lib could not write the submission: "
+                               f"{' '.join(str(err).split())}", path=output) from None
+        finally:
+            for line in captured.getvalue().splitlines():
+                if line.strip():
+                    log.debug("hepdata_lib: %s", line.strip())
+
+        for region, spectrum in spectra:
+            written = _spectrum_data_sum(folder, spectrum)
+            expected = hist[f"{region.name}_{data_sample(config)}"]["yield"]
+            if not math.isclose(written, expected, rel_tol=1e-9, abs_tol=1e-9):
+                raise PubflowError(
+                    f"the data column sums to {written:g}, not to the data yield {expected:g} "
+                    f"of {histograms}", path=folder, key=spectrum.name,
+                )
+        for png in folder.glob("*.png"):
+            strip_png_metadata(png)
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        archive = out / SUBMISSION_ARCHIVE
+        write_reproducible_tar(archive, {p.name: p.read_bytes() for p in files})
+        messages = hepdata_messages(archive)
+        if messages:
+            for message in messages:
+                log.error("hepdata-validator: %s", message)
+            raise PubflowError(f"hepdata-validator rejects the archive: {messages[0]}",
+                               path=Path(output) / SUBMISSION_ARCHIVE)
+        shutil.rmtree(scratch)
+    log.info("HEPData submission: %d tables, %d files in %s", len(submission.tables),
+             len(files), os.path.join(output, SUBMISSION_ARCHIVE))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("hepdata", __doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--histograms", required=True, help="yield summary of the merge step (JSON)")
+    p.add_argument("--fit", required=True, help="fit results (results/fit/results.json)")
+    p.add_argument("--limits", required=True, help="upper limits (results/fit/limits.json)")
+    p.add_argument("--workspace", required=True, help="pyhf workspace (background-only)")
+    p.add_argument("--patchset", required=True, help="pyhf patchset of the signal hypotheses")
+    p.add_argument("--figures", required=True,
+                   help="folder with " + ", ".join(sorted(FIGURES.values())))
+    p.add_argument("--output", required=True,
+                   help=f"folder to write ({SUBMISSION_DIR}/ and {SUBMISSION_ARCHIVE})")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    config = load_analysis(args.config)
+    write_hepdata(
+        config,
+        histograms=args.histograms,
+        fit=args.fit,
+        limits=args.limits,
+        workspace=args.workspace,
+        patchset=args.patchset,
+        figures=args.figures,
+        output=args.output.rstrip("/"),
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, build_parser))

@@ -1,0 +1,113 @@
+"""model: the pyhf workspace (Z measurement, background-only for the scan) and the patchset.
+
+cabinetry builds each workspace from the merged histograms (normfactors, normsys,
+histosys, staterror); pubflow adds the luminosity modifier cabinetry lacks. The resonance
+hypotheses are published the way HEPData expects likelihoods: one background-only
+workspace plus a pyhf patchset with one patch per mass, each patch the JSON Patch that
+turns the background-only workspace into that signal hypothesis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from typing import Any
+
+from steps import cli, layout
+from steps.config import load_analysis
+from steps.errors import PubflowError
+from steps.io import write_json
+
+log = logging.getLogger(__name__)
+
+PATCHSET_VERSION = "1.0.0"
+
+
+def add_lumi(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Return ``spec`` with a ``lumi`` modifier on every sample and its constraint."""
+    lumi = config["Luminosity"]
+    rel = lumi["RelativeUncertainty"]
+    if rel == 0:
+        return spec
+    out = copy.deepcopy(spec)
+    for channel in out["channels"]:
+        for sample in channel["samples"]:
+            sample["modifiers"].append({"name": "lumi", "type": "lumi", "data": None})
+    for measurement in out["measurements"]:
+        measurement["config"]["parameters"].append(
+            {"name": "lumi", "auxdata": [1.0], "sigmas": [rel],
+             "bounds": [[max(1e-3, 1 - 5 * rel), 1 + 5 * rel]], "inits": [1.0]}
+        )
+    return out
+
+
+def build_workspace(config: dict[str, Any]) -> dict[str, Any]:
+    """The workspace of ``config`` from the merged histograms, lumi added, schema-checked."""
+    import cabinetry
+    import pyhf
+
+    try:
+        spec = cabinetry.workspace.build(config, with_validation=False)
+    except FileNotFoundError as err:
+        raise PubflowError(f"histogram missing, run the merge step first ({err})",
+                           path=config["General"]["HistogramFolder"]) from None
+    spec = add_lumi(spec, config)
+    pyhf.schema.validate(spec, "workspace.json")
+    return spec
+
+
+def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[str, Any]:
+    """One JSON Patch per scan mass, from ``background`` to background + resonance."""
+    import jsonpatch
+    import pyhf
+
+    scan = config["Scan"]
+    patches = []
+    for mass in scan["Masses"]:
+        signal = build_workspace(layout.scan_config(config, mass))
+        patches.append({
+            "metadata": {"name": f"mass_{mass}", "values": [mass]},
+            "patch": jsonpatch.make_patch(background, signal).patch,
+        })
+    patchset = {
+        "metadata": {
+            "name": config["General"]["Measurement"] + "_resonance_scan",
+            "description": f"{scan.get('Name', 'signal')} hypotheses, POI {scan['POI']}",
+            "digests": {"sha256": pyhf.utils.digest(background)},
+            "labels": ["mass"],
+            # the patchset schema demands an INSPIRE id; ins0000000 = not assigned yet
+            "references": {"hepdata": config["Publication"].get("InspireId", "ins0000000")},
+        },
+        "patches": patches,
+        "version": PATCHSET_VERSION,
+    }
+    checked = pyhf.PatchSet(patchset)  # validates against pyhf's patchset schema
+    for mass in scan["Masses"]:
+        patched = checked.apply(pyhf.Workspace(background), [mass])
+        pyhf.schema.validate(dict(patched), "workspace.json")
+    return patchset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("model", __doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--workspace", required=True, help="workspace to write (JSON)")
+    p.add_argument("--patchset", help="patchset to write (JSON); needs a Scan in the config")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    config = load_analysis(args.config)
+    workspace = build_workspace(config)
+    if args.patchset:
+        if "Scan" not in config:
+            raise PubflowError("no Scan in the config", path=args.config, key="Scan")
+        write_json(args.patchset, build_patchset(config, workspace))
+    write_json(args.workspace, workspace)
+    log.info("workspace: %d channels, %d parameters", len(workspace["channels"]),
+             len(workspace["measurements"][0]["config"]["parameters"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, build_parser))

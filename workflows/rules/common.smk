@@ -1,0 +1,31 @@
+# Shared set-up: the config is validated at the door, and the DAG's scatter dimensions
+# (input files, simulated samples, scan masses) are derived from it. Standard library and
+# PyYAML only: on REANA this runs inside the workflow engine, not in an analysis image.
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from steps import __version__, layout  # noqa: E402
+
+
+validate(config, "../../steps/schemas/analysis.schema.json")
+
+CONFIG_FILE = "inputs/analysis.yaml"
+DATASETS = config["Datasets"]
+HISTOGRAMS = config["General"]["HistogramFolder"].rstrip("/")
+SELECT_JOBS = layout.select_jobs(config)
+SIMULATED = {
+    layout.simulated_name(config, path): path
+    for path in layout.simulated_samples(config)
+}
+MASSES = list(config.get("Scan", {}).get("Masses", []))
+
+_images = config.get("Images", {})
+IMAGE_PREFIX = _images.get("Prefix", "ghcr.io/pubflow/pubflow")
+IMAGE_TAG = _images.get("Tag", __version__)
+
+
+def image(environment):
+    """The container image a rule runs in on REANA."""
+    return f"docker://{IMAGE_PREFIX}-{environment}:{IMAGE_TAG}"

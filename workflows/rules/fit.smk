@@ -1,0 +1,63 @@
+FIGURES = "results/fit/figures"
+REGIONS = [region["Name"] for region in config["Regions"]]
+
+
+rule fit:
+    input:
+        config=CONFIG_FILE,
+        workspace=rules.model.output.workspace,
+    output:
+        results="results/fit/results.json",
+        figures=expand(
+            FIGURES + "/{figure}.{ext}",
+            figure=["pulls"]
+            + [f"data_mc_{stage}_{r}" for stage in ("prefit", "postfit") for r in REGIONS],
+            ext=["png", "pdf"],
+        ),
+    log:
+        "logs/fit/mle.log",
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="2Gi",
+    shell:
+        "python -m steps.fit mle --config {input.config} --workspace {input.workspace}"
+        " --output {output.results} --figures " + FIGURES + " 2> {log}"
+
+
+rule limit:
+    input:
+        workspace=rules.model.output.workspace,
+        patchset=rules.model.output.patchset,
+    output:
+        point="results/fit/limits/m{mass}.json",
+    log:
+        "logs/fit/limit_m{mass}.log",
+    wildcard_constraints:
+        mass=r"\d+",
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="2Gi",
+    shell:
+        "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
+        " --mass {wildcards.mass} --output {output.point} 2> {log}"
+
+
+rule limits:
+    input:
+        config=CONFIG_FILE,
+        points=expand(rules.limit.output.point, mass=MASSES),
+    output:
+        limits="results/fit/limits.json",
+        figure=FIGURES + "/brazil.png",
+        figure_pdf=FIGURES + "/brazil.pdf",
+    log:
+        "logs/fit/limits.log",
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="1Gi",
+    shell:
+        "python -m steps.fit limits --config {input.config} --inputs {input.points}"
+        " --output {output.limits} --figure {output.figure} 2> {log}"

@@ -1,0 +1,36 @@
+rule select:
+    input:
+        config=CONFIG_FILE,
+        datasets=DATASETS,
+        ntuple=lambda wildcards: SELECT_JOBS[wildcards.job],
+    output:
+        partial="results/select/{job}.npz",
+    log:
+        "logs/select/{job}.log",
+    wildcard_constraints:
+        job="|".join(SELECT_JOBS),
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="2Gi",
+    shell:
+        "python -m steps.select --config {input.config} --input {input.ntuple}"
+        " --output {output.partial} 2> {log}"
+
+
+rule merge:
+    input:
+        config=CONFIG_FILE,
+        partials=expand(rules.select.output.partial, job=SELECT_JOBS),
+    output:
+        histograms=directory(HISTOGRAMS),
+        summary="results/histograms.json",
+    log:
+        "logs/merge.log",
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="1Gi",
+    shell:
+        "python -m steps.merge --config {input.config} --partials {input.partials}"
+        " --output {output.histograms} --summary {output.summary} 2> {log}"

@@ -1,0 +1,15 @@
+rule simulate:
+    input:
+        config=CONFIG_FILE,
+    output:
+        ntuple="results/simulate/{sample}.root",
+    log:
+        "logs/simulate/{sample}.log",
+    wildcard_constraints:
+        sample="|".join(SIMULATED) or "NONE",
+    container:
+        image("analysis")
+    resources:
+        kubernetes_memory_limit="1Gi",
+    shell:
+        "python -m steps.simulate --config {input.config} --output {output.ntuple} 2> {log}"
