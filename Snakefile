@@ -19,9 +19,9 @@ include: "workflows/rules/validate.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.validate.output.report,
-    default_target: True
 
 
 onsuccess:

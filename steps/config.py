@@ -7,6 +7,7 @@ Schema errors become one line naming the file and the key path, e.g.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 from collections.abc import Iterable
 from importlib import resources
@@ -43,7 +44,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         extra = sorted(set(error.instance) - set(allowed))
         bad = extra[0] if extra else "?"
         hint = difflib.get_close_matches(bad, allowed, n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(allowed)})"
+        suggestion = (f" (did you mean {hint[0]!r}?)" if hint
+                      else f" (allowed: {', '.join(allowed)})")
         return key_path([*path, bad]), f"unknown key{suggestion}"
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -120,7 +122,7 @@ def check_analysis(config: Config, source: str | Path) -> None:
             )
     for i, region in enumerate(config["Regions"]):
         edges = region.get("Binning", [])
-        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(edges)):
             raise PubflowError(
                 "bin edges must increase", path=source, key=f"Regions[{i}].Binning"
             )

@@ -25,7 +25,7 @@ def verify(entry: dict[str, Any], path: str | Path, source: str | Path) -> None:
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
-        raise PubflowError("input file not found (listed in " + str(source) + ")", path=path) from None
+        raise PubflowError(f"input file not found (listed in {source})", path=path) from None
     if size != entry["size"]:
         raise PubflowError(
             f"size {size} bytes differs from {entry['size']} in {source} (truncated or replaced?)",

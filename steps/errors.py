@@ -14,3 +14,11 @@ class PubflowError(Exception):
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.key = key
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """A third-party exception as one short line: its type and whitespace-collapsed text."""
+    text = " ".join(str(err).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}"

@@ -36,7 +36,7 @@ def _save_figure(fig: Any, png: Path) -> None:
     plt.close(fig)
 
 
-def _prediction_table(prediction: Any, data: list[float]) -> dict[str, Any]:
+def _prediction_table(prediction: Any) -> dict[str, Any]:
     """Per region: per-sample yields, total and its uncertainty, from a ModelPrediction."""
     model = prediction.model
     out: dict[str, Any] = {}
@@ -66,21 +66,21 @@ def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
     significance = cabinetry.fit.significance(model, data)
     pre = cabinetry.model_utils.prediction(model)
     post = cabinetry.model_utils.prediction(model, fit_results=fit)
-    obs = cabinetry.model_utils._data_per_channel(model, data)  # data without auxdata
     folder = Path(figures)
     for label, prediction in (("prefit", pre), ("postfit", post)):
-        for entry in cabinetry.visualize.data_mc(prediction, data, config=config, save_figure=False,
-                                                 close_figure=False) or []:
+        plots = cabinetry.visualize.data_mc(prediction, data, config=config,
+                                            save_figure=False, close_figure=False)
+        for entry in plots or []:
             _save_figure(entry["figure"], folder / f"data_mc_{label}_{entry['region']}.png")
     _save_figure(cabinetry.visualize.pulls(fit, save_figure=False, close_figure=False),
                  folder / "pulls.png")
     binning = {r["Name"]: r["Binning"] for r in config["Regions"]}
     regions = {}
-    pre_table, post_table = _prediction_table(pre, data), _prediction_table(post, data)
-    for i, channel in enumerate(model.config.channels):
+    pre_table, post_table = _prediction_table(pre), _prediction_table(post)
+    for channel in model.config.channels:
         regions[channel] = {
             "bins": list(map(float, binning[channel])),
-            "data": list(map(float, obs[i])),
+            "data": [float(x) for x in np.asarray(data)[model.config.channel_slices[channel]]],
             "prefit": pre_table[channel],
             "postfit": post_table[channel],
         }
@@ -141,8 +141,10 @@ def brazil(points: list[dict[str, Any]], poi: str, png: Path, luminosity: str) -
     obs = np.array([p["observed"] for p in points])
     with plt.style.context(mplhep.style.CMS):
         fig, ax = plt.subplots(figsize=(10, 8))
-        ax.fill_between(mass, exp[:, 0], exp[:, 4], color="#F5BB54", label=r"Expected $\pm 2\sigma$")
-        ax.fill_between(mass, exp[:, 1], exp[:, 3], color="#607641", label=r"Expected $\pm 1\sigma$")
+        ax.fill_between(mass, exp[:, 0], exp[:, 4], color="#F5BB54",
+                        label=r"Expected $\pm 2\sigma$")
+        ax.fill_between(mass, exp[:, 1], exp[:, 3], color="#607641",
+                        label=r"Expected $\pm 1\sigma$")
         ax.plot(mass, exp[:, 2], "k--", label="Expected")
         ax.plot(mass, obs, "ko-", label="Observed")
         ax.set_xlabel(r"$m_{\mu\mu}$ hypothesis [GeV]")

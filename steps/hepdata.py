@@ -27,13 +27,15 @@ import argparse
 import contextlib
 import gzip
 import io
+import itertools
 import json
 import logging
 import math
 import os
-import shutil
+import re
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,7 +210,7 @@ def _region_result(
 ) -> RegionResult:
     nbins = len(block["bins"]) - 1
     edges = block["bins"]
-    if any(b <= a for a, b in itertools_pairwise(edges)):
+    if any(b <= a for a, b in itertools.pairwise(edges)):
         raise PubflowError("bin edges must increase", path=source, key=f"regions.{name}.bins")
     if len(block["data"]) != nbins:
         raise PubflowError(
@@ -250,11 +252,6 @@ def _region_result(
         postfit=stages["postfit"],
         totals=totals,
     )
-
-
-def itertools_pairwise(values: Sequence[float]) -> Iterator[tuple[float, float]]:
-    """Consecutive pairs ``(v[0], v[1]), (v[1], v[2]), ...``."""
-    return zip(values, values[1:], strict=False)
 
 
 def data_sample(config: dict[str, Any]) -> str:
@@ -326,16 +323,13 @@ def model_uncertainties(
     import pyhf
 
     try:
-        ws = pyhf.Workspace(workspace)
-        model = ws.model()
+        # cabinetry's model (its interpolation codes), as the fit step builds it
+        model, data = cabinetry.model_utils.model_and_data(pyhf.Workspace(workspace))
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidModel) as err:
-        raise PubflowError(f"invalid workspace ({' '.join(str(err).split())})",
+        raise PubflowError(f"invalid workspace ({' '.join(str(err).split())[:300]})",
                            path=workspace_path) from None
-    data = ws.data(model)
     channels = list(model.config.channels)
-    observed = dict(zip(channels, np.split(np.asarray(data[: model.config.nmaindata]),
-                                           np.cumsum([model.config.channel_nbins[c]
-                                                      for c in channels])[:-1]), strict=True))
+    observed = {c: np.asarray(data)[model.config.channel_slices[c]] for c in channels}
     pre = cabinetry.model_utils.prediction(model)
     fit = cabinetry.fit.fit(model, data)
     post = cabinetry.model_utils.prediction(model, fit_results=fit)
@@ -380,19 +374,20 @@ def write_reproducible_tar(path: str | Path, members: Mapping[str, bytes]) -> No
     Members are sorted by name, with mode 0644, owner 0:0 (no names) and time 0; the gzip
     header carries neither a file name nor a time.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        with (
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for name in sorted(members):
-                info = tarfile.TarInfo(name)
-                info.size = len(members[name])
-                info.mtime = 0
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(members[name]))
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(members[name]))
 
 
 def likelihood_readme(
@@ -403,64 +398,76 @@ def likelihood_readme(
 
     measurement = workspace["measurements"][0]
     poi = measurement["config"]["poi"]
-    channels = ", ".join(c["name"] for c in workspace["channels"])
+    channels = ", ".join(f"`{c['name']}`" for c in workspace["channels"])
     patches = patchset["patches"]
     labels = patchset["metadata"]["labels"]
-    first = patches[0]["metadata"]["name"] if patches else "<name>"
+    first = patches[0]["metadata"] if patches else {"name": "<name>", "values": ["..."]}
     scan = config.get("Scan", {})
+    search = scan.get("Name", "signal")
     signal_poi = scan.get("POI", "the signal strength")
     listing = "\n".join(
-        f"| `{p['metadata']['name']}` | "
-        + ", ".join(f"{label} = {value:g}" for label, value in
-                    zip(labels, p["metadata"]["values"], strict=True))
-        + " |"
+        f"- `{p['metadata']['name']}`: "
+        + ", ".join(f"{label} = {value:g}"
+                    for label, value in zip(labels, p["metadata"]["values"], strict=True))
         for p in patches
     )
-    digest = pyhf.utils.digest(workspace)
-    return f"""# Likelihoods: {config["Publication"]["Title"]}
-
-The statistical model of this record as pyhf JSON (HistFactory), made by the pubflow workflow.
-
-| File | Content |
-| --- | --- |
-| `{BKG_ONLY_NAME}` | pyhf workspace, measurement `{measurement["name"]}`, POI `{poi}`, channels: {channels}. The Z boson measurement, and the background-only model of the resonance search. |
-| `{PATCHSET_NAME}` | pyhf patchset `{patchset["metadata"].get("name", "")}`: {len(patches)} patches, one per signal hypothesis ({", ".join(labels)}). Each adds the resonance sample to `{BKG_ONLY_NAME}` and makes `{signal_poi}` the POI. |
-
-sha256 digest of `{BKG_ONLY_NAME}` (`pyhf digest {BKG_ONLY_NAME}`), recorded in the patchset:
-`{digest}`
-
-## With the pyhf command line (pyhf >= 0.7)
-
-```sh
-pyhf inspect {BKG_ONLY_NAME}
-pyhf fit --value {BKG_ONLY_NAME}                      # best fit of the Z measurement
-pyhf patchset inspect {PATCHSET_NAME}
-pyhf patchset verify {BKG_ONLY_NAME} {PATCHSET_NAME}   # the patchset belongs to this workspace
-pyhf patchset apply {BKG_ONLY_NAME} {PATCHSET_NAME} --name {first} --output-file {first}.json
-pyhf cls --test-poi 1.0 {first}.json                # CLs of {signal_poi} = 1 for that hypothesis
-```
-
-## In Python
-
-```python
-import json
-import pyhf
-
-background = pyhf.Workspace(json.load(open("{BKG_ONLY_NAME}")))
-patchset = pyhf.PatchSet(json.load(open("{PATCHSET_NAME}")))
-workspace = patchset.apply(background, "{first}")    # or by values, e.g. patchset.apply(background, {patches[0]["metadata"]["values"] if patches else "[...]"})
-model = workspace.model()
-data = workspace.data(model)
-cls_obs, cls_exp = pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde", return_expected_set=True)
-```
-
-The upper limits of the record are asymptotic CLs limits ({CONFIDENCE_LEVEL} CL, `qtilde` test
-statistic) on `{signal_poi}` for each of these hypotheses:
-
-| Patch | Values |
-| --- | --- |
-{listing}
-"""
+    lines = [
+        f"# Likelihoods: {config['Publication']['Title']}",
+        "",
+        "The statistical model of this record as pyhf JSON (HistFactory), made by the pubflow",
+        "workflow.",
+        "",
+        f"- `{BKG_ONLY_NAME}`: pyhf workspace, measurement `{measurement['name']}`, POI `{poi}`,",
+        f"  channels {channels}: the measurement likelihood, which is also the",
+        f"  background-only model of the search ({search}).",
+        f"- `{PATCHSET_NAME}`: pyhf patchset `{patchset['metadata'].get('name', '')}`,",
+        f"  {len(patches)} patches, one per signal hypothesis ({', '.join(labels)}); each adds",
+        f"  the signal sample to `{BKG_ONLY_NAME}` and makes `{signal_poi}` the POI.",
+        "",
+        f"The patchset records the sha256 digest of `{BKG_ONLY_NAME}`",
+        f"(`pyhf digest {BKG_ONLY_NAME}`):",
+        f"`{pyhf.utils.digest(workspace)}`.",
+        "",
+        "## With the pyhf command line (pyhf >= 0.7)",
+        "",
+        "```sh",
+        f"pyhf inspect {BKG_ONLY_NAME}",
+        f"pyhf fit --value {BKG_ONLY_NAME}",
+        f"pyhf patchset inspect {PATCHSET_NAME}",
+        f"pyhf patchset verify {BKG_ONLY_NAME} {PATCHSET_NAME}",
+        f"pyhf patchset apply {BKG_ONLY_NAME} {PATCHSET_NAME} --name {first['name']} \\",
+        f"    --output-file {first['name']}.json",
+        f"pyhf cls --test-poi 1.0 {first['name']}.json",
+        "```",
+        "",
+        f"`pyhf cls` gives the observed and expected CLs values of `{signal_poi}` = 1 for that",
+        "hypothesis.",
+        "",
+        "## In Python",
+        "",
+        "```python",
+        "import json",
+        "",
+        "import pyhf",
+        "",
+        f'background = pyhf.Workspace(json.load(open("{BKG_ONLY_NAME}")))',
+        f'patchset = pyhf.PatchSet(json.load(open("{PATCHSET_NAME}")))',
+        f"# the patch by name, or by values: {list(first['values'])}",
+        f'workspace = patchset.apply(background, "{first["name"]}")',
+        "model = workspace.model()",
+        "data = workspace.data(model)",
+        "cls_obs, cls_exp = pyhf.infer.hypotest(",
+        '    1.0, data, model, test_stat="qtilde", return_expected_set=True',
+        ")",
+        "```",
+        "",
+        "The upper limits of the record are asymptotic CLs limits",
+        f"({CONFIDENCE_LEVEL} CL, `qtilde` test statistic) on `{signal_poi}`, one per patch:",
+        "",
+        listing,
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def write_likelihoods(
@@ -557,7 +564,7 @@ def spectrum_table(
         config,
     )
     mass = Variable(MASS_VARIABLE, is_independent=True, is_binned=True, units="GeV")
-    mass.values = list(itertools_pairwise(region.bins))
+    mass.values = list(itertools.pairwise(region.bins))
     table.add_variable(mass)
 
     data = Variable("Data", is_independent=False, is_binned=False, units="events",
@@ -763,20 +770,26 @@ def _spectrum_data_sum(folder: Path, table: Table) -> float:
     return float(sum(float(v["value"]) for v in column["values"]))
 
 
+_EXPECTED_SCHEMA = re.compile(r" \(expected: \{.*\}\)$")
+
+
 def hepdata_messages(archive: str | Path) -> list[str]:
     """hepdata-validator's messages for a submission archive (empty if it is valid)."""
     from hepdata_validator.full_submission_validator import FullSubmissionValidator
 
     validator = FullSubmissionValidator(autoload_remote_schemas=False)
-    valid = validator.validate(archive=str(archive))
+    with warnings.catch_warnings():
+        # hepdata-validator 0.3.6 opens every data file without closing it
+        warnings.simplefilter("ignore", ResourceWarning)
+        valid = validator.validate(archive=str(archive))
     messages: list[str] = []
     for file, entries in validator.get_messages().items():
-        texts = [" ".join(m.message.split()) for m in entries]
-        specific = [t for t in texts if not t.endswith("is invalid HEPData YAML.")]
-        for text in specific or texts:
-            level = next((m.level for m in entries if " ".join(m.message.split()) == text),
-                         "error")
-            messages.append(f"{file}: {level}: {text}")
+        # the validator appends the whole schema section it expected: noise on one line
+        found = [(m.level, _EXPECTED_SCHEMA.sub("", " ".join(m.message.split())))
+                 for m in entries]
+        # "x.yaml is invalid HEPData YAML." heads the specific messages of a data file
+        specific = [(lv, t) for lv, t in found if not t.endswith(" is invalid HEPData YAML.")]
+        messages += [f"{file}: {level}: {text}" for level, text in specific or found]
     if not valid and not messages:
         messages.append("hepdata-validator rejects the archive without a message")
     return messages
@@ -829,7 +842,8 @@ def write_hepdata(
     n_regions = len(regions)
     with atomic_path(output) as out:
         out.mkdir()
-        scratch = out.parent / "scratch"
+        # hepdata_lib runs in scratch (absolute paths from here on: it changes directory)
+        scratch = (out.parent / "scratch").resolve()
         scratch.mkdir()
         likelihoods = scratch / LIKELIHOOD_ARCHIVE
         write_likelihoods(likelihoods, config, workspace, patchset)
@@ -862,12 +876,12 @@ def write_hepdata(
                                               figures / FIGURES["parameters"]))
         submission.add_table(limits_table(limit_results, config, figures / FIGURES["limits"]))
 
-        folder = out / SUBMISSION_DIR
+        folder = (out / SUBMISSION_DIR).resolve()
         captured = io.StringIO()
         try:
             # create_files puts its own (unused) tarball into the working directory
             with contextlib.chdir(scratch), contextlib.redirect_stdout(captured):
-                submission.create_files(str(folder.resolve()), validate=False)
+                submission.create_files(str(folder), validate=False)
         except RuntimeError as err:
             raise PubflowError(f"hepdata_lib could not write the submission: "
                                f"{' '.join(str(err).split())}", path=output) from None
@@ -895,7 +909,6 @@ def write_hepdata(
                 log.error("hepdata-validator: %s", message)
             raise PubflowError(f"hepdata-validator rejects the archive: {messages[0]}",
                                path=Path(output) / SUBMISSION_ARCHIVE)
-        shutil.rmtree(scratch)
     log.info("HEPData submission: %d tables, %d files in %s", len(submission.tables),
              len(files), os.path.join(output, SUBMISSION_ARCHIVE))
 

@@ -26,6 +26,14 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+CABINETRY_KEYS = ("General", "Regions", "Samples", "NormFactors", "Systematics")
+
+
+def cabinetry_config(config: Config) -> Config:
+    """The part of the config that is cabinetry's (its schema forbids other top-level keys)."""
+    return {k: copy.deepcopy(v) for k, v in config.items() if k in CABINETRY_KEYS}
+
+
 def scan_sample_name(config: Config, mass: int) -> str:
     """Name of the resonance sample for one mass hypothesis."""
     return config["Scan"]["SampleName"].format(mass=mass)

@@ -48,7 +48,7 @@ def build_workspace(config: dict[str, Any]) -> dict[str, Any]:
     import pyhf
 
     try:
-        spec = cabinetry.workspace.build(config, with_validation=False)
+        spec = cabinetry.workspace.build(layout.cabinetry_config(config))
     except FileNotFoundError as err:
         raise PubflowError(f"histogram missing, run the merge step first ({err})",
                            path=config["General"]["HistogramFolder"]) from None

@@ -23,7 +23,7 @@ import numpy as np
 from steps import cli, layout
 from steps.config import load_analysis
 from steps.datasets import verify_input
-from steps.errors import PubflowError
+from steps.errors import PubflowError, one_line
 from steps.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def _open_tree(path: str, tree: str) -> Any:
     except FileNotFoundError:
         raise PubflowError("input file not found", path=path) from None
     except Exception as err:  # uproot raises many types for a damaged file
-        raise PubflowError(f"not a readable ROOT file ({type(err).__name__}: {err})".splitlines()[0],
-                           path=path) from None
+        raise PubflowError(f"not a readable ROOT file ({one_line(err)})", path=path) from None
     try:
         obj = file[tree]
     except Exception:
@@ -162,7 +161,7 @@ def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZ
             raise
         except Exception as err:  # damaged baskets surface only while reading
             raise PubflowError(
-                f"reading tree {tree_name!r} failed ({type(err).__name__}: {err})".splitlines()[0],
+                f"reading tree {tree_name!r} failed, truncated or corrupt file? ({one_line(err)})",
                 path=path,
             ) from None
     return {name: (h.view().value.copy(), h.view().variance.copy()) for name, h in hists.items()}

@@ -8,7 +8,6 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from steps import __version__, layout  # noqa: E402
 
-
 validate(config, "../../steps/schemas/analysis.schema.json")
 
 CONFIG_FILE = "inputs/analysis.yaml"

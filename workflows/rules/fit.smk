@@ -1,4 +1,3 @@
-FIGURES = "results/fit/figures"
 REGIONS = [region["Name"] for region in config["Regions"]]
 
 
@@ -9,9 +8,13 @@ rule fit:
     output:
         results="results/fit/results.json",
         figures=expand(
-            FIGURES + "/{figure}.{ext}",
+            "results/fit/figures/{figure}.{ext}",
             figure=["pulls"]
-            + [f"data_mc_{stage}_{r}" for stage in ("prefit", "postfit") for r in REGIONS],
+            + [
+                f"data_mc_{stage}_{r}"
+                for stage in ("prefit", "postfit")
+                for r in REGIONS
+            ],
             ext=["png", "pdf"],
         ),
     log:
@@ -22,7 +25,7 @@ rule fit:
         kubernetes_memory_limit="2Gi",
     shell:
         "python -m steps.fit mle --config {input.config} --workspace {input.workspace}"
-        " --output {output.results} --figures " + FIGURES + " 2> {log}"
+        " --output {output.results} --figures results/fit/figures 2> {log}"
 
 
 rule limit:
@@ -50,8 +53,8 @@ rule limits:
         points=expand(rules.limit.output.point, mass=MASSES),
     output:
         limits="results/fit/limits.json",
-        figure=FIGURES + "/brazil.png",
-        figure_pdf=FIGURES + "/brazil.pdf",
+        figure="results/fit/figures/brazil.png",
+        figure_pdf="results/fit/figures/brazil.pdf",
     log:
         "logs/fit/limits.log",
     container:

@@ -20,5 +20,5 @@ rule hepdata:
     shell:
         "python -m steps.hepdata --config {input.config} --histograms {input.histograms}"
         " --fit {input.results} --limits {input.limits} --workspace {input.workspace}"
-        " --patchset {input.patchset} --figures " + FIGURES + " --output results/hepdata"
-        " 2> {log}"
+        " --patchset {input.patchset} --figures results/fit/figures"
+        " --output results/hepdata 2> {log}"

@@ -1,0 +1,369 @@
+"""validate: check every published artefact with the tool its consumer uses.
+
+* the analysis config and the dataset manifest: pubflow's own loaders (``steps.config``);
+* the workspace: pyhf's JSON schema, then ``pyhf.Workspace(spec).model()``;
+* the patchset: ``pyhf.PatchSet`` (schema), its digest against the workspace
+  (``pyhf.utils.digest``), and every patch applied, giving a valid workspace and model;
+* the HEPData archive: hepdata-validator's ``FullSubmissionValidator``, and the likelihoods
+  in it (its HistFactory resource) must be the validated workspace and patchset.
+
+The report is written only when every check passes; otherwise the step fails naming the first
+failing artefact and its first problem (all problems are logged), and removes a stale report,
+so the workflow's final target cannot exist for an invalid artefact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steps import __version__, cli, hepdata
+from steps.config import load_analysis, load_datasets
+from steps.errors import PubflowError
+from steps.io import sha256sum, write_json
+
+log = logging.getLogger(__name__)
+
+#: Longest message kept in the one-line error (the report keeps them whole).
+MAX_ERROR_CHARS = 400
+
+
+def tool(package: str) -> str:
+    """``"<package> <installed version>"``."""
+    return f"{package} {importlib.metadata.version(package)}"
+
+
+@dataclass
+class Check:
+    """The verdict on one artefact.
+
+    Attributes:
+        artefact: Path of the file checked.
+        tool: The tool that checked it, with its version.
+        valid: Whether the artefact passed.
+        messages: Problems found (one line each); empty when valid.
+        summary: What was checked, for the report.
+        sha256: Digest of the file checked (None if it could not be read).
+    """
+
+    artefact: str
+    tool: str
+    valid: bool = True
+    messages: list[str] = field(default_factory=list)
+    summary: str = ""
+    sha256: str | None = None
+
+    def fail(self, message: str) -> None:
+        """Record a problem (whitespace collapsed to one line)."""
+        self.valid = False
+        self.messages.append(" ".join(str(message).split()))
+
+
+def _begin(path: str | Path, tool_name: str) -> Check:
+    check = Check(artefact=str(path), tool=tool_name)
+    if not Path(path).is_file():
+        check.fail("file not found")
+    else:
+        check.sha256 = sha256sum(path)
+    return check
+
+
+def _read_json(check: Check) -> Any:
+    """The artefact's JSON, or None (with the problem recorded)."""
+    if not check.valid:
+        return None
+    try:
+        return json.loads(Path(check.artefact).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        check.fail(f"invalid JSON: {err}")
+        return None
+
+
+def _pubflow_message(err: PubflowError) -> str:
+    """A PubflowError's message without the file name the report already gives."""
+    text = str(err)
+    prefix = f"{err.path}: " if err.path else ""
+    return text[len(prefix):] if prefix and text.startswith(prefix) else text
+
+
+def check_config(path: str | Path) -> Check:
+    """The analysis config, loaded as every step loads it."""
+    check = _begin(path, f"pubflow {__version__} (steps.config.load_analysis)")
+    if check.valid:
+        try:
+            config = load_analysis(path)
+        except PubflowError as err:
+            check.fail(_pubflow_message(err))
+        else:
+            check.summary = (f"{len(config['Regions'])} regions, {len(config['Samples'])} "
+                             f"samples, POI {config['General']['POI']}")
+    return check
+
+
+def check_datasets(path: str | Path) -> Check:
+    """The dataset manifest, loaded as every step loads it."""
+    check = _begin(path, f"pubflow {__version__} (steps.config.load_datasets)")
+    if check.valid:
+        try:
+            manifest = load_datasets(path)
+        except PubflowError as err:
+            check.fail(_pubflow_message(err))
+        else:
+            check.summary = f"{len(manifest['files'])} input files listed"
+    return check
+
+
+def schema_message(err: Exception) -> str:
+    """One line for a pyhf schema error: where, and what (an unknown type named as such)."""
+    import pyhf
+
+    if not isinstance(err, pyhf.exceptions.InvalidSpecification):
+        return f"{type(err).__name__}: {err}"
+    parent = err.parent
+    where = err.path or "(top level)"
+    if parent.validator in ("anyOf", "oneOf") and parent.context:
+        # the alternatives differ by a constant (e.g. a modifier's 'type'): name that key
+        allowed: dict[tuple[Any, ...], list[Any]] = {}
+        for sub in parent.context:
+            if sub.validator == "const":
+                allowed.setdefault(tuple(sub.relative_path), []).append(sub.validator_value)
+        for key, values in sorted(allowed.items(), key=lambda item: -len(item[1])):
+            value: Any = parent.instance
+            try:
+                for part in key:
+                    value = value[part]
+            except (KeyError, IndexError, TypeError):
+                continue
+            if value not in values:
+                path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in key)
+                return f"{path}: {value!r} is not one of {sorted(set(values))}"
+        return f"{where}: matches none of the allowed forms ({parent.validator})"
+    return f"{where}: {parent.message}"
+
+
+def check_workspace(path: str | Path) -> tuple[Check, dict[str, Any] | None]:
+    """pyhf's workspace schema, then the model built from it.
+
+    Returns:
+        The check, and the workspace specification if it could be read as JSON.
+    """
+    import pyhf
+
+    check = _begin(path, tool("pyhf"))
+    spec = _read_json(check)
+    if spec is None:
+        return check, None
+    try:
+        pyhf.schema.validate(spec, "workspace.json")
+        workspace = pyhf.Workspace(spec)
+        model = workspace.model()
+        workspace.data(model)
+    except Exception as err:  # any failure of pyhf's own reading makes the file unusable
+        check.fail(schema_message(err))
+        return check, spec
+    check.summary = (f"{len(model.config.channels)} channels, {model.config.nmaindata} bins, "
+                     f"{len(model.config.par_order)} parameters, POI {model.config.poi_name}; "
+                     f"digest sha256 {pyhf.utils.digest(spec)}")
+    return check, spec
+
+
+def check_patchset(
+    path: str | Path, workspace: dict[str, Any] | None
+) -> tuple[Check, dict[str, Any] | None]:
+    """pyhf's patchset schema, its digest against the workspace, and every patch applied.
+
+    Returns:
+        The check, and the patchset specification if it could be read as JSON.
+    """
+    import pyhf
+
+    check = _begin(path, tool("pyhf"))
+    spec = _read_json(check)
+    if spec is None:
+        return check, None
+    try:
+        patchset = pyhf.PatchSet(spec)
+    except Exception as err:  # schema or duplicate patches: pyhf refuses the file
+        check.fail(schema_message(err))
+        return check, spec
+    if workspace is None:
+        check.fail("cannot be checked against the workspace: the workspace is unreadable")
+        return check, spec
+    try:
+        patchset.verify(workspace)
+    except pyhf.exceptions.PatchSetVerificationError:
+        check.fail(
+            "digest does not match the workspace: made for "
+            + ", ".join(f"{alg} {value}" for alg, value in patchset.digests.items())
+            + f", the workspace has sha256 {pyhf.utils.digest(workspace)}"
+        )
+        return check, spec
+    for patch in patchset:
+        try:
+            patched = patchset.apply(workspace, patch.name)
+            patched.model()
+        except Exception as err:  # a patch that does not give a usable workspace
+            check.fail(f"patch {patch.name}: {schema_message(err)}")
+    labels = ", ".join(patchset.labels)
+    check.summary = (f"{len(patchset)} patches ({labels}: "
+                     + ", ".join(", ".join(f"{v:g}" for v in p.values) for p in patchset)
+                     + "), each applied to the workspace and built into a model")
+    return check, spec
+
+
+def check_submission(path: str | Path) -> Check:
+    """The HEPData archive, with hepdata-validator (all files, schemas, resources)."""
+    check = _begin(path, tool("hepdata-validator"))
+    if not check.valid:
+        return check
+    for message in hepdata.hepdata_messages(path):
+        check.fail(message)
+    if check.valid:
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+        tables = [n for n in names if n.endswith(".yaml") and n != "submission.yaml"]
+        check.summary = f"{len(tables)} data tables, {len(names)} files"
+    return check
+
+
+def _likelihood_members(archive: str | Path) -> tuple[str, dict[str, bytes]]:
+    """The HistFactory resource of a HEPData archive: its name and its members."""
+    with tarfile.open(archive) as tar:
+        by_name = {m.name: m for m in tar.getmembers() if m.isfile()}
+        if "submission.yaml" not in by_name:
+            raise ValueError("no submission.yaml")
+        docs = list(yaml.safe_load_all(tar.extractfile(by_name["submission.yaml"])))
+        resources = [r for d in docs if d for r in d.get("additional_resources", [])
+                     if r.get("type") == "HistFactory"]
+        if not resources:
+            raise ValueError("no additional resource of type HistFactory (the likelihoods)")
+        location = resources[0]["location"]
+        if location not in by_name:
+            raise ValueError(f"HistFactory resource {location} is not in the archive")
+        inner = tar.extractfile(by_name[location]).read()
+    with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
+        return location, {m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                          if m.isfile()}
+
+
+def check_published_likelihoods(
+    path: str | Path,
+    workspace: tuple[str | Path, dict[str, Any] | None],
+    patchset: tuple[str | Path, dict[str, Any] | None],
+) -> Check:
+    """The archive's likelihoods are the workspace and patchset validated here.
+
+    Args:
+        path: The HEPData archive.
+        workspace: Path and content (None if unreadable) of the workspace.
+        patchset: Path and content (None if unreadable) of the patchset.
+    """
+    import pyhf
+
+    check = _begin(path, f"{tool('pyhf')} (pyhf.utils.digest)")
+    if not check.valid:
+        return check
+    try:
+        location, members = _likelihood_members(path)
+    except (tarfile.TarError, OSError, ValueError, yaml.YAMLError) as err:
+        check.fail(f"likelihoods unreadable: {err}")
+        return check
+    expected = {hepdata.BKG_ONLY_NAME: workspace, hepdata.PATCHSET_NAME: patchset}
+    for name, (source, spec) in expected.items():
+        if name not in members:
+            check.fail(f"{location}: no {name}")
+            continue
+        try:
+            published = json.loads(members[name])
+        except json.JSONDecodeError as err:
+            check.fail(f"{location}: {name} is not JSON ({err})")
+            continue
+        if spec is None:
+            check.fail(f"{location}: {name} not compared, {source} is unreadable")
+        elif pyhf.utils.digest(published) != pyhf.utils.digest(spec):
+            check.fail(f"{location}: {name} differs from {source} (pyhf digest)")
+    if hepdata.README_NAME not in members:
+        check.fail(f"{location}: no {hepdata.README_NAME}")
+    if check.valid:
+        check.summary = f"{location} holds {', '.join(sorted(members))}, identical digests"
+    return check
+
+
+def validate_all(
+    *,
+    config: str | Path,
+    datasets: str | Path,
+    workspace: str | Path,
+    patchset: str | Path,
+    submission: str | Path,
+) -> list[Check]:
+    """Every check, upstream artefacts first (so the first failure is the root cause)."""
+    checks = [check_config(config), check_datasets(datasets)]
+    workspace_check, workspace_spec = check_workspace(workspace)
+    patchset_check, patchset_spec = check_patchset(patchset, workspace_spec)
+    checks += [workspace_check, patchset_check, check_submission(submission)]
+    checks.append(check_published_likelihoods(
+        submission, (workspace, workspace_spec), (patchset, patchset_spec)))
+    return checks
+
+
+def write_report(checks: list[Check], report: str | Path) -> None:
+    """Write the report if every check passed; otherwise log all problems and fail.
+
+    Raises:
+        PubflowError: Naming the first failing artefact and its first problem.
+    """
+    failed = [c for c in checks if not c.valid]
+    for check in checks:
+        log_check: Callable[..., None] = log.info if check.valid else log.error
+        log_check("%s: %s (%s)%s", check.artefact, "valid" if check.valid else "INVALID",
+                  check.tool, f": {check.summary}" if check.valid and check.summary else "")
+        for message in check.messages:
+            log.error("  %s", message)
+    if failed:
+        stale = Path(report)
+        if stale.is_file():
+            stale.unlink()
+            log.info("removed the stale report %s", stale)
+        first = failed[0]
+        message = first.messages[0]
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS - 3] + "..."
+        problems = sum(len(c.messages) for c in failed)
+        more = ""
+        if problems > 1:
+            more = f" ({problems - 1} more problem{'s' if problems > 2 else ''} logged)"
+        raise PubflowError(f"{message}{more}", path=first.artefact)
+    write_json(report, {"valid": True, "checks": [asdict(c) for c in checks]})
+    log.info("all %d checks passed; report %s", len(checks), report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("validate", __doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--datasets", required=True, help="dataset manifest (inputs/datasets.yaml)")
+    p.add_argument("--workspace", required=True, help="pyhf workspace (JSON)")
+    p.add_argument("--patchset", required=True, help="pyhf patchset (JSON)")
+    p.add_argument("--submission", required=True, help="HEPData archive (submission.tar.gz)")
+    p.add_argument("--report", required=True, help="report to write when all is valid (JSON)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    checks = validate_all(config=args.config, datasets=args.datasets, workspace=args.workspace,
+                          patchset=args.patchset, submission=args.submission)
+    write_report(checks, args.report)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, build_parser))

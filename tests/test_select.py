@@ -1,0 +1,172 @@
+"""select + merge: one pass per file gives cabinetry's histograms; bad input fails cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+import yaml
+
+from steps import layout, merge, select, simulate
+
+from .conftest import REPO, copy_checkout, step
+
+DATA = REPO / "inputs" / "data" / "uproot-Zmumu.root"
+
+
+def _small_analysis(config: dict, tmp: Path) -> dict:
+    """The bundled analysis with small simulated samples, two scan masses, absolute paths."""
+    config["Scan"]["Masses"] = [70, 105]
+    config["Scan"]["Events"] = 2000
+    config["Scan"]["SamplePath"] = str(tmp / "Resonance_m{mass}.root")
+    for sim in config["Simulation"]["Samples"]:
+        sim["Events"] = 4000
+    for sample in config["Samples"]:
+        sample["SamplePath"] = (str(DATA) if sample.get("Data")
+                                else str(tmp / f"{sample['Name']}.root"))
+    config["Datasets"] = str(tmp / "datasets.yaml")
+    manifest = yaml.safe_load((REPO / "inputs" / "datasets.yaml").read_text())
+    manifest["files"][0]["path"] = str(DATA)
+    (tmp / "datasets.yaml").write_text(yaml.safe_dump(manifest))
+    for path in layout.simulated_samples(config):
+        simulate.simulate(config, path)
+    return config
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, analysis_config: dict) -> tuple[dict, Path]:
+    import copy
+
+    tmp = tmp_path_factory.mktemp("small")
+    return _small_analysis(copy.deepcopy(analysis_config), tmp), tmp
+
+
+def _run_select_merge(config: dict, tmp: Path, step_size: int) -> Path:
+    partials = {}
+    for name, path in layout.select_jobs(config).items():
+        partials[path] = str(tmp / f"{name}-{step_size}.npz")
+        select.select(config, path, partials[path], step_size=step_size)
+    folder = tmp / f"histograms-{step_size}"
+    merge.merge(config, partials, str(folder), str(tmp / f"summary-{step_size}.json"))
+    return folder
+
+
+def test_one_pass_equals_cabinetry_template_building(small: tuple[dict, Path]) -> None:
+    import cabinetry
+
+    config, tmp = small
+    ours = _run_select_merge(config, tmp, select.DEFAULT_STEP_SIZE)
+    reference = layout.cabinetry_config(layout.histogram_config(config))
+    reference["General"]["HistogramFolder"] = str(tmp / "cabinetry")
+    cabinetry.templates.build(reference, method="uproot")
+    names = sorted(p.name for p in (tmp / "cabinetry").glob("*.npz"))
+    # 3 samples x (1 nominal + 2 systematics x 2) - data has only the nominal, 2 masses
+    assert len(names) == 1 + 4 * 5
+    assert names == sorted(p.name for p in ours.glob("*.npz"))
+    for name in names:
+        mine, theirs = np.load(ours / name), np.load(tmp / "cabinetry" / name)
+        np.testing.assert_array_equal(mine["bins"], theirs["bins"])
+        # same events and weights, summed in another order: equal to rounding
+        np.testing.assert_allclose(mine["yields"], theirs["yields"], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(mine["stdev"], theirs["stdev"], rtol=1e-12, atol=0)
+
+
+def test_data_count_equals_an_independent_count(small: tuple[dict, Path]) -> None:
+    """The selected data yield equals a plain numpy count on the raw file."""
+    config, tmp = small
+    out = tmp / "data.npz"
+    select.select(config, str(DATA), str(out))
+    a = uproot.open(DATA)["events"].arrays(library="np")
+    keep = ((a["Type"] == "GG") & (a["Q1"] != a["Q2"]) & (a["pt1"] > 20) & (a["pt2"] > 20)
+            & (np.abs(a["eta1"]) < 2.1) & (np.abs(a["eta2"]) < 2.1)
+            & (a["M"] > 60) & (a["M"] < 120))
+    counts, _ = np.histogram(a["M"][keep], bins=config["Regions"][0]["Binning"])
+    got = np.load(out)
+    assert got["Dimuon_Data/sumw"].sum() == keep.sum() == 501
+    np.testing.assert_array_equal(got["Dimuon_Data/sumw"], counts)
+
+
+def test_chunk_size_does_not_change_the_result(small: tuple[dict, Path]) -> None:
+    config, tmp = small
+    big = _run_select_merge(config, tmp, 10**6)
+    tiny = _run_select_merge(config, tmp, 333)
+    for path in big.glob("*.npz"):
+        np.testing.assert_allclose(np.load(path)["yields"], np.load(tiny / path.name)["yields"],
+                                   rtol=1e-12)
+
+
+# --- bad input: one line naming the file, non-zero exit, no output, input untouched -------
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    work = copy_checkout(tmp_path / "w")
+    (work / "results" / "simulate").mkdir(parents=True)
+    return work
+
+
+def _select(work: Path, ntuple: str) -> tuple[int, str, Path]:
+    out = work / "results" / "select" / "out.npz"
+    result = step(work, "select", "--config", "inputs/analysis.yaml", "--input", ntuple,
+                  "--output", str(out))
+    return result.returncode, result.stderr.strip(), out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_truncated_input_fails_checksum(checkout: Path) -> None:
+    data = checkout / "inputs" / "data" / "uproot-Zmumu.root"
+    data.write_bytes(DATA.read_bytes()[:100_000])
+    before = _digest(data)
+    code, err, out = _select(checkout, "inputs/data/uproot-Zmumu.root")
+    assert code == 1
+    assert err.count("\n") == 0
+    assert "inputs/data/uproot-Zmumu.root: size 100000 bytes differs from 178971" in err
+    assert not out.exists() and _digest(data) == before
+
+
+def test_replaced_input_fails_checksum(checkout: Path) -> None:
+    data = checkout / "inputs" / "data" / "uproot-Zmumu.root"
+    blob = bytearray(DATA.read_bytes())
+    blob[50_000] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    code, err, out = _select(checkout, "inputs/data/uproot-Zmumu.root")
+    assert code == 1 and "sha256" in err and "inputs/datasets.yaml" in err
+    assert not out.exists()
+
+
+def test_corrupt_root_file_is_named(checkout: Path) -> None:
+    ntuple = checkout / "results" / "simulate" / "Zmumu.root"
+    ntuple.write_bytes(b"this is not a ROOT file" * 100)
+    code, err, out = _select(checkout, "results/simulate/Zmumu.root")
+    assert code == 1 and err.count("\n") == 0
+    assert "results/simulate/Zmumu.root: not a readable ROOT file" in err
+    assert not out.exists()
+
+
+def test_truncated_root_file_is_named(checkout: Path) -> None:
+    ntuple = checkout / "results" / "simulate" / "Zmumu.root"
+    step(checkout, "simulate", "--config", "inputs/analysis.yaml", "--output",
+         "results/simulate/Zmumu.root", "--events", "5000", check=True)
+    ntuple.write_bytes(ntuple.read_bytes()[: ntuple.stat().st_size // 2])
+    code, err, out = _select(checkout, "results/simulate/Zmumu.root")
+    assert code == 1 and err.count("\n") == 0
+    assert "results/simulate/Zmumu.root" in err
+    assert not out.exists()
+
+
+def test_missing_branch_names_branch_and_histogram(checkout: Path, config: dict) -> None:
+    config["Regions"][0]["Filter"] += " & (iso1 < 0.1)"
+    (checkout / "inputs" / "analysis.yaml").write_text(yaml.safe_dump(config))
+    step(checkout, "simulate", "--config", "inputs/analysis.yaml", "--output",
+         "results/simulate/Zmumu.root", "--events", "100", check=True)
+    code, err, out = _select(checkout, "results/simulate/Zmumu.root")
+    assert code == 1 and err.count("\n") == 0
+    assert "results/simulate/Zmumu.root: tree 'events' has no branch 'iso1'" in err
+    assert "Filter of histogram Dimuon_Zmumu" in err
+    assert not out.exists()
