@@ -201,7 +201,7 @@ class RegionResult:
 
     @property
     def samples(self) -> list[str]:
-        """Sample names, in the order of the post-fit block."""
+        """Sample names, in the order of the config's Samples."""
         return list(self.postfit)
 
 
@@ -266,7 +266,7 @@ def check_data_yields(
     histograms_path: str | Path,
     fit_path: str | Path,
 ) -> None:
-    """The fit's observed events, bin by bin and summed, are those of the histograms.
+    """The fit's observed events are binned like, and add up to, the data histograms.
 
     Raises:
         PubflowError: If a data histogram is missing, binned differently or sums differently.
@@ -286,6 +286,29 @@ def check_data_yields(
                 f"data sum to {sum(region.data):g} events, but {histograms_path} has "
                 f"{hist['yield']:g} in {key}", path=fit_path, key=f"regions.{region.name}.data",
             )
+
+
+def check_limit_masses(
+    limits: dict[str, Any],
+    patchset: dict[str, Any],
+    limits_path: str | Path,
+    patchset_path: str | Path,
+) -> None:
+    """Every limit is for a signal hypothesis of the published patchset.
+
+    Raises:
+        PubflowError: If a mass of the limits has no patch, or the patchset has no mass label.
+    """
+    labels = patchset.get("metadata", {}).get("labels", [])
+    if "mass" not in labels:
+        raise PubflowError(f"no 'mass' among the labels {labels}", path=patchset_path,
+                           key="metadata.labels")
+    index = labels.index("mass")
+    patched = {p["metadata"]["values"][index] for p in patchset.get("patches", [])}
+    for i, point in enumerate(limits["points"]):
+        if point["mass"] not in patched:
+            raise PubflowError(f"mass {point['mass']:g} has no patch in {patchset_path}",
+                               path=limits_path, key=f"points[{i}].mass")
 
 
 @dataclass(frozen=True)
@@ -764,8 +787,9 @@ def strip_png_metadata(path: str | Path) -> None:
 
 def _spectrum_data_sum(folder: Path, table: Table) -> float:
     """Sum of the ``Data`` column as written in the table's YAML file."""
-    data_file = folder / (table.name.lower().replace(" ", "_") + ".yaml")
-    content = yaml.safe_load(data_file.read_text())
+    docs = yaml.safe_load_all((folder / "submission.yaml").read_text())
+    entry = next(d for d in docs if d and d.get("name") == table.name)
+    content = yaml.safe_load((folder / entry["data_file"]).read_text())
     column = next(v for v in content["dependent_variables"] if v["header"]["name"] == "Data")
     return float(sum(float(v["value"]) for v in column["values"]))
 
@@ -825,8 +849,10 @@ def write_hepdata(
         workspace_spec = read_json(workspace)
     except (FileNotFoundError, json.JSONDecodeError) as err:
         raise PubflowError(f"unreadable workspace ({err})", path=workspace) from None
-    if not Path(patchset).is_file():
-        raise PubflowError("file not found (run the model step first)", path=patchset)
+    try:
+        patchset_spec = read_json(patchset)
+    except (FileNotFoundError, json.JSONDecodeError) as err:
+        raise PubflowError(f"unreadable patchset ({err})", path=patchset) from None
 
     sample_order = [s["Name"] for s in config["Samples"]]
     region_names = [r["Name"] for r in config["Regions"]]
@@ -837,6 +863,7 @@ def write_hepdata(
     regions = [_region_result(name, fit_results["regions"][name], sample_order, fit)
                for name in region_names]
     check_data_yields(regions, hist, config, histograms, fit)
+    check_limit_masses(limit_results, patchset_spec, limits, patchset)
     summed = model_uncertainties(workspace_spec, regions, workspace, fit)
 
     n_regions = len(regions)
@@ -889,6 +916,9 @@ def write_hepdata(
             for line in captured.getvalue().splitlines():
                 if line.strip():
                     log.debug("hepdata_lib: %s", line.strip())
+        if "ImageMagick does not seem to be installed" in captured.getvalue():
+            raise PubflowError("ImageMagick's convert is not installed: hepdata_lib needs it "
+                               "for the figures and thumbnails", path=output)
 
         for region, spectrum in spectra:
             written = _spectrum_data_sum(folder, spectrum)
@@ -896,7 +926,7 @@ def write_hepdata(
             if not math.isclose(written, expected, rel_tol=1e-9, abs_tol=1e-9):
                 raise PubflowError(
                     f"the data column sums to {written:g}, not to the data yield {expected:g} "
-                    f"of {histograms}", path=folder, key=spectrum.name,
+                    f"of {histograms}", path=Path(output) / SUBMISSION_DIR, key=spectrum.name,
                 )
         for png in folder.glob("*.png"):
             strip_png_metadata(png)

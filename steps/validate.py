@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 400
 
 
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    """``1 bin``, ``3 bins``; ``plural`` for irregular words."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def tool(package: str) -> str:
     """``"<package> <installed version>"``."""
     return f"{package} {importlib.metadata.version(package)}"
@@ -105,8 +110,9 @@ def check_config(path: str | Path) -> Check:
         except PubflowError as err:
             check.fail(_pubflow_message(err))
         else:
-            check.summary = (f"{len(config['Regions'])} regions, {len(config['Samples'])} "
-                             f"samples, POI {config['General']['POI']}")
+            check.summary = (f"{_count(len(config['Regions']), 'region')}, "
+                             f"{_count(len(config['Samples']), 'sample')}, "
+                             f"POI {config['General']['POI']}")
     return check
 
 
@@ -119,7 +125,7 @@ def check_datasets(path: str | Path) -> Check:
         except PubflowError as err:
             check.fail(_pubflow_message(err))
         else:
-            check.summary = f"{len(manifest['files'])} input files listed"
+            check.summary = f"{_count(len(manifest['files']), 'input file')} listed"
     return check
 
 
@@ -171,8 +177,10 @@ def check_workspace(path: str | Path) -> tuple[Check, dict[str, Any] | None]:
     except Exception as err:  # any failure of pyhf's own reading makes the file unusable
         check.fail(schema_message(err))
         return check, spec
-    check.summary = (f"{len(model.config.channels)} channels, {model.config.nmaindata} bins, "
-                     f"{len(model.config.par_order)} parameters, POI {model.config.poi_name}; "
+    check.summary = (f"{_count(len(model.config.channels), 'channel')}, "
+                     f"{_count(model.config.nmaindata, 'bin')}, "
+                     f"{_count(model.config.npars, 'parameter')}, "
+                     f"POI {model.config.poi_name}; "
                      f"digest sha256 {pyhf.utils.digest(spec)}")
     return check, spec
 
@@ -215,7 +223,7 @@ def check_patchset(
         except Exception as err:  # a patch that does not give a usable workspace
             check.fail(f"patch {patch.name}: {schema_message(err)}")
     labels = ", ".join(patchset.labels)
-    check.summary = (f"{len(patchset)} patches ({labels}: "
+    check.summary = (f"{_count(len(patchset), 'patch', 'patches')} ({labels}: "
                      + ", ".join(", ".join(f"{v:g}" for v in p.values) for p in patchset)
                      + "), each applied to the workspace and built into a model")
     return check, spec
@@ -232,7 +240,7 @@ def check_submission(path: str | Path) -> Check:
         with tarfile.open(path) as tar:
             names = tar.getnames()
         tables = [n for n in names if n.endswith(".yaml") and n != "submission.yaml"]
-        check.summary = f"{len(tables)} data tables, {len(names)} files"
+        check.summary = f"{_count(len(tables), 'data table')}, {_count(len(names), 'file')}"
     return check
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import json
 import math
 import subprocess
@@ -82,8 +83,7 @@ def patchset_spec(background: dict[str, Any]) -> dict[str, Any]:
     patches = []
     for mass in MASSES:
         signal = copy.deepcopy(background)
-        shape = [1.0 if lo <= mass < hi else 0.05 for lo, hi in zip(EDGES, EDGES[1:],
-                                                                     strict=False)]
+        shape = [1.0 if lo <= mass < hi else 0.05 for lo, hi in itertools.pairwise(EDGES)]
         signal["channels"][0]["samples"].append({
             "name": f"Resonance_m{mass}", "data": shape,
             "modifiers": [{"name": "mu_res", "type": "normfactor", "data": None}],
@@ -253,8 +253,7 @@ def test_spectrum_data_sum_to_data_yield(built: Path) -> None:
     assert stat[4] is None  # an empty bin has no uncertainty to show
     mass = spectrum["independent_variables"][0]
     assert mass["header"] == {"name": "M(mumu)", "units": "GeV"}
-    assert [(v["low"], v["high"]) for v in mass["values"]] == list(zip(EDGES, EDGES[1:],
-                                                                       strict=False))
+    assert [(v["low"], v["high"]) for v in mass["values"]] == list(itertools.pairwise(EDGES))
     headers = [v["header"]["name"] for v in spectrum["dependent_variables"]]
     assert headers == ["Data", "Post-fit total", "Post-fit Zmumu", "Post-fit Continuum"]
 
