@@ -2,7 +2,8 @@
 
 Three sub-commands, one per Snakemake rule:
   mle     maximum-likelihood fit of the workspace's POI (cabinetry), nuisance-parameter
-          pulls, pre- and post-fit data/simulation plots, Z significance;
+          pulls, pre- and post-fit yields (per bin and summed per region, with their
+          uncertainties) and data/simulation plots, Z significance;
   limit   95% CL CLs upper limit (observed, expected +-1/2 sigma) and local significance for
           one mass of the patchset (scatter);
   limits  gather the per-mass results, draw the "Brazil band".
@@ -37,14 +38,29 @@ def _save_figure(fig: Any, png: Path) -> None:
 
 
 def _prediction_table(prediction: Any) -> dict[str, Any]:
-    """Per region: per-sample yields, total and its uncertainty, from a ModelPrediction."""
+    """Per region, from a cabinetry ModelPrediction: the yields per bin of each sample, their
+    ``total`` and its ``total_uncertainty``; and under ``summed``, each sample's and the
+    total's yield summed over the region's bins with its uncertainty.
+
+    The uncertainties of the summed yields come from cabinetry, which propagates the
+    parameter uncertainties (with their correlations, after a fit) to the sums; they cannot
+    be recovered from the per-bin uncertainties, which lack the bin-to-bin correlations.
+    """
     model = prediction.model
+    names = [*model.config.samples, "total"]
     out: dict[str, Any] = {}
     for i, channel in enumerate(model.config.channels):
-        yields = prediction.model_yields[i]
-        table = {s: list(map(float, yields[j])) for j, s in enumerate(model.config.samples)}
-        table["total"] = list(map(float, np.sum(yields, axis=0)))
+        yields = np.asarray(prediction.model_yields[i], dtype=float)  # (sample, bin)
+        table: dict[str, Any] = {s: yields[j].tolist() for j, s in enumerate(names[:-1])}
+        table["total"] = yields.sum(axis=0).tolist()
         table["total_uncertainty"] = list(map(float, prediction.total_stdev_model_bins[i][-1]))
+        # cabinetry: per channel, the stdev of each sample's sum, then of the total's (last)
+        sums = [*yields.sum(axis=1), yields.sum()]
+        table["summed"] = {
+            name: {"yield": float(value), "uncertainty": float(stdev)}
+            for name, value, stdev in zip(names, sums,
+                                          prediction.total_stdev_model_channels[i], strict=True)
+        }
         out[channel] = table
     return out
 
@@ -85,6 +101,7 @@ def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
             "postfit": post_table[channel],
         }
     results = {
+        "workspace_sha256": pyhf.utils.digest(spec),
         "poi": model.config.poi_name,
         "mu": float(fit.bestfit[poi]),
         "mu_uncertainty": float(fit.uncertainty[poi]),

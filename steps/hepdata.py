@@ -4,11 +4,16 @@ Tables, one per result the record publishes, made with hepdata_lib:
 
 * ``Dimuon mass spectrum``: observed events per bin with their Poisson uncertainty, the post-fit
   total prediction with its uncertainty and each post-fit sample (one table per region);
-* ``Event yields``: pre- and post-fit yields per sample, summed over the bins (per region);
+* ``Event yields``: pre- and post-fit yields per sample, summed over the bins, with the
+  uncertainties the fit step propagated to the sums (bin-to-bin correlations; per region);
 * ``Signal strength and nuisance parameters``: best-fit values and uncertainties;
 * ``Upper limits on a narrow resonance``: observed and expected (±1σ, ±2σ) CLs limits on the
   resonance signal strength, the observed limit on the cross section times branching fraction
   and the local significance, per mass hypothesis.
+
+Nothing is refitted: every number comes from the inputs, which are checked against each other
+(the fit results name the sha256 digest of the workspace they were fitted from, as the
+patchset does).
 
 The likelihoods go in as a HistFactory resource: ``Likelihoods.tar.gz`` with the background-only
 workspace (``BkgOnly.json``), the signal patchset and a README, packed reproducibly.
@@ -45,8 +50,8 @@ import numpy as np
 import yaml
 
 from steps import cli
-from steps.config import _describe, load_analysis
-from steps.errors import PubflowError
+from steps.config import _describe, key_path, load_analysis
+from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_json
 
 if TYPE_CHECKING:
@@ -71,21 +76,33 @@ FIGURES = {
 
 MASS_VARIABLE = "M(mumu)"
 CONFIDENCE_LEVEL = "95%"
-#: Relative tolerance between the fit results and a refit of the workspace (minimizer noise).
-FIT_RTOL = 1e-3
 #: Keys of a region's ``prefit``/``postfit`` block that are not samples.
-TOTAL_KEYS = ("total", "total_uncertainty")
+TOTAL_KEYS = ("total", "total_uncertainty", "summed")
 
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
 _PREDICTION = {
     "type": "object",
     "required": list(TOTAL_KEYS),
+    "properties": {
+        # yields summed over the region's bins, per sample and "total", with uncertainties
+        "summed": {
+            "type": "object",
+            "required": ["total"],
+            "additionalProperties": {
+                "type": "object",
+                "required": ["yield", "uncertainty"],
+                "properties": {"yield": {"type": "number"},
+                               "uncertainty": {"type": "number", "minimum": 0}},
+            },
+        },
+    },
     "additionalProperties": _NUMBERS,
 }
 FIT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["poi", "mu", "mu_uncertainty", "parameters", "regions"],
+    "required": ["workspace_sha256", "poi", "mu", "mu_uncertainty", "parameters", "regions"],
     "properties": {
+        "workspace_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "poi": {"type": "string"},
         "mu": {"type": "number"},
         "mu_uncertainty": {"type": "number"},
@@ -158,30 +175,26 @@ HISTOGRAMS_SCHEMA: dict[str, Any] = {
 # -- reading the inputs -------------------------------------------------------------------------
 
 
-def _check_shape(instance: Any, schema: dict[str, Any], source: str | Path) -> None:
-    """Validate an input against one of the shapes above; one line naming file and key."""
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is not None:
-        where, message = _describe(error)
-        raise PubflowError(message, path=source, key=where)
-
-
-def _read(path: str | Path, schema: dict[str, Any]) -> Any:
-    """Read a JSON input of an earlier step and check its shape."""
+def _read(path: str | Path, schema: dict[str, Any] | None = None) -> Any:
+    """Read a JSON input of an earlier step and check its shape against one of the above."""
     try:
         obj = read_json(path)
     except FileNotFoundError:
         raise PubflowError("file not found (run the earlier steps first)", path=path) from None
     except json.JSONDecodeError as err:
         raise PubflowError(f"invalid JSON ({err})", path=path) from None
-    _check_shape(obj, schema, path)
+    if schema is not None:
+        validator = jsonschema.Draft202012Validator(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+        if error is not None:
+            where, message = _describe(error)
+            raise PubflowError(message, path=path, key=where)
     return obj
 
 
 @dataclass(frozen=True)
 class RegionResult:
-    """One region of the fit results, checked for consistent lengths.
+    """One region of the fit results, checked for consistent lengths and sums.
 
     Attributes:
         name: Region (channel) name.
@@ -190,6 +203,8 @@ class RegionResult:
         prefit: Pre-fit yields per bin, by sample (without totals).
         postfit: Post-fit yields per bin, by sample (without totals).
         totals: ``{"prefit"|"postfit": (total per bin, its uncertainty per bin)}``.
+        summed: ``{"prefit"|"postfit": {sample or "total": (yield, uncertainty)}}``, summed
+            over the bins (the uncertainties with the bin-to-bin correlations).
     """
 
     name: str
@@ -198,6 +213,7 @@ class RegionResult:
     prefit: dict[str, list[float]]
     postfit: dict[str, list[float]]
     totals: dict[str, tuple[list[float], list[float]]]
+    summed: dict[str, dict[str, tuple[float, float]]]
 
     @property
     def samples(self) -> list[str]:
@@ -208,42 +224,48 @@ class RegionResult:
 def _region_result(
     name: str, block: dict[str, Any], sample_order: Sequence[str], source: str | Path
 ) -> RegionResult:
+    def error(message: str, *where: str) -> PubflowError:
+        return PubflowError(message, path=source, key=key_path(["regions", name, *where]))
+
     nbins = len(block["bins"]) - 1
     edges = block["bins"]
     if any(b <= a for a, b in itertools.pairwise(edges)):
-        raise PubflowError("bin edges must increase", path=source, key=f"regions.{name}.bins")
+        raise error("bin edges must increase", "bins")
     if len(block["data"]) != nbins:
-        raise PubflowError(
-            f"{len(block['data'])} values for {nbins} bins", path=source,
-            key=f"regions.{name}.data",
-        )
+        raise error(f"{len(block['data'])} values for {nbins} bins", "data")
+    rank = {s: i for i, s in enumerate(sample_order)}
     stages: dict[str, dict[str, list[float]]] = {}
     totals: dict[str, tuple[list[float], list[float]]] = {}
+    summed: dict[str, dict[str, tuple[float, float]]] = {}
     for stage in ("prefit", "postfit"):
-        for key, values in block[stage].items():
+        per_bin = {k: v for k, v in block[stage].items() if k != "summed"}
+        for key, values in per_bin.items():
             if len(values) != nbins:
-                raise PubflowError(
-                    f"{len(values)} values for {nbins} bins", path=source,
-                    key=f"regions.{name}.{stage}.{key}",
-                )
-        samples = [s for s in block[stage] if s not in TOTAL_KEYS]
-        rank = {s: i for i, s in enumerate(sample_order)}
-        samples.sort(key=lambda s: (rank.get(s, len(rank)), s))
-        stages[stage] = {s: [float(v) for v in block[stage][s]] for s in samples}
-        total = np.asarray(block[stage]["total"], dtype=float)
-        summed = np.sum([stages[stage][s] for s in samples], axis=0) if samples else 0 * total
-        if not np.allclose(summed, total, rtol=1e-6, atol=1e-9):
-            raise PubflowError(
-                f"the samples do not add up to the total (max difference "
-                f"{np.max(np.abs(summed - total)):.3g})",
-                path=source, key=f"regions.{name}.{stage}.total",
-            )
-        totals[stage] = (total.tolist(), [float(v) for v in block[stage]["total_uncertainty"]])
+                raise error(f"{len(values)} values for {nbins} bins", stage, key)
+        samples = sorted((s for s in per_bin if s not in TOTAL_KEYS),
+                         key=lambda s: (rank.get(s, len(rank)), s))
+        stages[stage] = {s: [float(v) for v in per_bin[s]] for s in samples}
+        total = np.asarray(per_bin["total"], dtype=float)
+        added = np.sum([stages[stage][s] for s in samples], axis=0) if samples else 0 * total
+        if not np.allclose(added, total, rtol=1e-6, atol=1e-9):
+            raise error("the samples do not add up to the total (max difference "
+                        f"{np.max(np.abs(added - total)):.3g})", stage, "total")
+        totals[stage] = (total.tolist(), [float(v) for v in per_bin["total_uncertainty"]])
+        # the yields summed over the bins: those of the bins, for the samples and the total
+        sums = {**{s: sum(stages[stage][s]) for s in samples}, "total": float(total.sum())}
+        given = block[stage]["summed"]
+        if set(given) != set(sums):
+            raise error(f"summed yields for {sorted(given)}, but the samples and total are "
+                        f"{sorted(sums)}", stage, "summed")
+        for key, value in sums.items():
+            if not math.isclose(given[key]["yield"], value, rel_tol=1e-6, abs_tol=1e-9):
+                raise error(f"{given[key]['yield']:g}, but the bins add up to {value:g}",
+                            stage, "summed", key, "yield")
+        summed[stage] = {k: (float(given[k]["yield"]), float(given[k]["uncertainty"]))
+                         for k in sums}
     if list(stages["prefit"]) != list(stages["postfit"]):
-        raise PubflowError(
-            f"pre-fit samples {list(stages['prefit'])} differ from post-fit samples "
-            f"{list(stages['postfit'])}", path=source, key=f"regions.{name}",
-        )
+        raise error(f"pre-fit samples {list(stages['prefit'])} differ from post-fit samples "
+                    f"{list(stages['postfit'])}")
     return RegionResult(
         name=name,
         bins=[float(b) for b in edges],
@@ -251,6 +273,7 @@ def _region_result(
         prefit=stages["prefit"],
         postfit=stages["postfit"],
         totals=totals,
+        summed=summed,
     )
 
 
@@ -311,81 +334,47 @@ def check_limit_masses(
                                path=limits_path, key=f"points[{i}].mass")
 
 
-@dataclass(frozen=True)
-class SummedUncertainties:
-    """Uncertainties of the yields summed over a region's bins, from the pyhf model.
-
-    Per-bin uncertainties cannot be added up without the correlations between bins, which
-    the fit results do not carry; cabinetry's prediction of the model has them.
-
-    Attributes:
-        prefit: ``{sample or "total": uncertainty}`` before the fit.
-        postfit: ``{sample or "total": uncertainty}`` after the fit.
-    """
-
-    prefit: dict[str, float]
-    postfit: dict[str, float]
-
-
-def model_uncertainties(
-    workspace: dict[str, Any],
+def check_fit_workspace(
+    fit_results: dict[str, Any],
     regions: Sequence[RegionResult],
+    workspace: dict[str, Any],
     workspace_path: str | Path,
     fit_path: str | Path,
-) -> dict[str, SummedUncertainties]:
-    """Summed pre- and post-fit uncertainties per region, from a refit of the workspace.
+) -> None:
+    """The fit results were fitted from this workspace, which is a valid pyhf workspace.
 
-    The refit (cabinetry's MLE fit of the workspace to its own observations) must reproduce
-    the fit results: the same observed data and, within ``FIT_RTOL``, the same pre- and
-    post-fit totals per bin; otherwise the results were not fitted from this workspace.
+    The fit step records the workspace's digest (``pyhf digest``); each region must also be a
+    channel of the workspace with its observations as data and (some of) its samples.
 
     Raises:
-        PubflowError: If the workspace is invalid or the fit results do not match it.
+        PubflowError: If the workspace is invalid or the fit results do not belong to it.
     """
-    import cabinetry
     import pyhf
 
     try:
-        # cabinetry's model (its interpolation codes), as the fit step builds it
-        model, data = cabinetry.model_utils.model_and_data(pyhf.Workspace(workspace))
-    except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidModel) as err:
-        raise PubflowError(f"invalid workspace ({' '.join(str(err).split())[:300]})",
+        pyhf.Workspace(workspace)
+    except pyhf.exceptions.InvalidSpecification as err:
+        raise PubflowError(f"invalid workspace ({one_line(err, 300)})",
                            path=workspace_path) from None
-    channels = list(model.config.channels)
-    observed = {c: np.asarray(data)[model.config.channel_slices[c]] for c in channels}
-    pre = cabinetry.model_utils.prediction(model)
-    fit = cabinetry.fit.fit(model, data)
-    post = cabinetry.model_utils.prediction(model, fit_results=fit)
-    out: dict[str, SummedUncertainties] = {}
+    digest = pyhf.utils.digest(workspace)
+    if fit_results["workspace_sha256"] != digest:
+        raise PubflowError(f"results not fitted from {workspace_path} (its sha256 digest is "
+                           f"{digest})", path=fit_path, key="workspace_sha256")
+    samples = {c["name"]: {s["name"] for s in c["samples"]} for c in workspace["channels"]}
+    observed = {o["name"]: o["data"] for o in workspace["observations"]}
     for region in regions:
-        if region.name not in observed:
+        if region.name not in samples:
             raise PubflowError(f"no channel {region.name!r} in {workspace_path}",
-                               path=fit_path, key=f"regions.{region.name}")
-        if not np.allclose(observed[region.name], region.data, rtol=1e-9, atol=1e-9):
+                               path=fit_path, key=key_path(["regions", region.name]))
+        data = observed.get(region.name, [])
+        if len(data) != len(region.data) or not np.allclose(data, region.data, rtol=1e-9,
+                                                            atol=1e-9):
             raise PubflowError(f"data differ from the observations in {workspace_path}",
-                               path=fit_path, key=f"regions.{region.name}.data")
-        index = channels.index(region.name)
-        summed: dict[str, dict[str, float]] = {}
-        for stage, prediction in (("prefit", pre), ("postfit", post)):
-            samples = list(prediction.model.config.samples)
-            total = np.sum(prediction.model_yields[index], axis=0)
-            if not np.allclose(total, region.totals[stage][0], rtol=FIT_RTOL, atol=1e-6):
-                raise PubflowError(
-                    f"total differs from the {stage} prediction of {workspace_path} (max "
-                    f"difference {np.max(np.abs(total - region.totals[stage][0])):.3g}): "
-                    "results not fitted from this workspace?",
-                    path=fit_path, key=f"regions.{region.name}.{stage}.total",
-                )
-            stdev = prediction.total_stdev_model_channels[index]
-            summed[stage] = {s: float(stdev[i]) for i, s in enumerate(samples)}
-            summed[stage]["total"] = float(stdev[-1])
-            missing = set(getattr(region, stage)) - set(samples)
-            if missing:
-                raise PubflowError(f"samples {sorted(missing)} are not in {workspace_path}",
-                                   path=fit_path, key=f"regions.{region.name}.{stage}")
-        out[region.name] = SummedUncertainties(prefit=summed["prefit"], postfit=summed["postfit"])
-    log.debug("refit of %s reproduces %s", workspace_path, fit_path)
-    return out
+                               path=fit_path, key=key_path(["regions", region.name, "data"]))
+        missing = set(region.samples) - samples[region.name]
+        if missing:
+            raise PubflowError(f"samples {sorted(missing)} are not in {workspace_path}",
+                               path=fit_path, key=key_path(["regions", region.name, "postfit"]))
 
 
 # -- the likelihood archive ---------------------------------------------------------------------
@@ -515,7 +504,7 @@ def write_likelihoods(
     except pyhf.exceptions.PatchSetVerificationError as err:
         raise PubflowError(f"not made for {workspace_path} ({err})", path=patchset_path) from None
     except pyhf.exceptions.InvalidSpecification as err:
-        raise PubflowError(f"invalid patchset ({' '.join(str(err).split())[:300]})",
+        raise PubflowError(f"invalid patchset ({one_line(err, 300)})",
                            path=patchset_path) from None
     write_reproducible_tar(path, {
         BKG_ONLY_NAME: workspace_bytes,
@@ -532,6 +521,12 @@ def _keywords(config: dict[str, Any]) -> dict[str, list[Any]]:
     return {name: list(values) for name, values in keywords.items() if values}
 
 
+def _license(config: dict[str, Any]) -> dict[str, str] | None:
+    """The config's licence as hepdata_lib takes it (``name``, ``url``), if it names one."""
+    license_ = config["Publication"].get("License")
+    return {"name": license_["Name"], "url": license_["URL"]} if license_ else None
+
+
 def _new_table(name: str, description: str, location: str, config: dict[str, Any]) -> Table:
     from hepdata_lib import Table
 
@@ -539,9 +534,9 @@ def _new_table(name: str, description: str, location: str, config: dict[str, Any
     table.description = description
     table.location = location
     table.keywords = _keywords(config)
-    license_ = config["Publication"].get("License")
+    license_ = _license(config)
     if license_:
-        table.add_data_license(license_["Name"], license_["URL"])
+        table.add_data_license(license_["name"], license_["url"])
     return table
 
 
@@ -620,11 +615,7 @@ def spectrum_table(
 
 
 def yields_table(
-    region: RegionResult,
-    summed: SummedUncertainties,
-    config: dict[str, Any],
-    figure: Path,
-    n_regions: int = 1,
+    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1
 ) -> Table:
     """Pre- and post-fit yields per sample, summed over the bins, with data and total."""
     from hepdata_lib import Uncertainty, Variable
@@ -644,15 +635,12 @@ def yields_table(
     table.add_variable(label)
     n_data = sum(region.data)
     for stage, title in (("prefit", "Pre-fit yield"), ("postfit", "Post-fit yield")):
-        per_sample = getattr(region, stage)
-        uncertainties = getattr(summed, stage)
-        values = [sum(per_sample[s]) for s in region.samples]
-        values += [sum(region.totals[stage][0]), n_data]
+        summed = [region.summed[stage][s] for s in [*region.samples, "total"]]
         variable = Variable(title, is_independent=False, is_binned=False, units="events",
                             zero_uncertainties_warning=False)
-        variable.values = values
+        variable.values = [value for value, _ in summed] + [n_data]
         model = Uncertainty("model", is_symmetric=True)
-        model.values = [uncertainties[s] for s in region.samples] + [uncertainties["total"], None]
+        model.values = [uncertainty for _, uncertainty in summed] + [None]
         stat = Uncertainty("stat", is_symmetric=True)
         stat.values = [None] * (len(rows) - 1) + [math.sqrt(n_data)]
         variable.add_uncertainty(model)
@@ -754,13 +742,11 @@ def _submission(config: dict[str, Any]) -> Submission:
     """A hepdata_lib Submission whose record licence is the config's (not always CC0)."""
     from hepdata_lib import Submission
 
-    license_ = config["Publication"].get("License")
+    license_ = _license(config)
 
     class _Submission(Submission):
         def get_license(self) -> dict[str, str]:  # type: ignore[override]
-            if not license_:
-                return Submission.get_license()
-            return {"name": license_["Name"], "url": license_["URL"]}
+            return license_ or Submission.get_license()
 
     submission = _Submission()
     submission.comment = " ".join(config["Publication"]["Abstract"].split())
@@ -845,14 +831,8 @@ def write_hepdata(
     hist = _read(histograms, HISTOGRAMS_SCHEMA)
     fit_results = _read(fit, FIT_SCHEMA)
     limit_results = _read(limits, LIMITS_SCHEMA)
-    try:
-        workspace_spec = read_json(workspace)
-    except (FileNotFoundError, json.JSONDecodeError) as err:
-        raise PubflowError(f"unreadable workspace ({err})", path=workspace) from None
-    try:
-        patchset_spec = read_json(patchset)
-    except (FileNotFoundError, json.JSONDecodeError) as err:
-        raise PubflowError(f"unreadable patchset ({err})", path=patchset) from None
+    workspace_spec = _read(workspace)
+    patchset_spec = _read(patchset)
 
     sample_order = [s["Name"] for s in config["Samples"]]
     region_names = [r["Name"] for r in config["Regions"]]
@@ -864,7 +844,7 @@ def write_hepdata(
                for name in region_names]
     check_data_yields(regions, hist, config, histograms, fit)
     check_limit_masses(limit_results, patchset_spec, limits, patchset)
-    summed = model_uncertainties(workspace_spec, regions, workspace, fit)
+    check_fit_workspace(fit_results, regions, workspace_spec, workspace, fit)
 
     n_regions = len(regions)
     with atomic_path(output) as out:
@@ -876,7 +856,6 @@ def write_hepdata(
         write_likelihoods(likelihoods, config, workspace, patchset)
 
         submission = _submission(config)
-        license_ = config["Publication"].get("License")
         submission.add_additional_resource(
             "Likelihoods in pyhf JSON format (HistFactory): background-only workspace "
             f"({BKG_ONLY_NAME}), signal patchset ({PATCHSET_NAME}) and a {README_NAME} on "
@@ -884,8 +863,7 @@ def write_hepdata(
             str(likelihoods),
             copy_file=True,
             file_type="HistFactory",
-            resource_license=({"name": license_["Name"], "url": license_["URL"]}
-                              if license_ else None),
+            resource_license=_license(config),
         )
         spectra = []
         for region in regions:
@@ -896,8 +874,8 @@ def write_hepdata(
             spectra.append((region, spectrum))
             submission.add_table(spectrum)
             submission.add_table(yields_table(
-                region, summed[region.name], config,
-                figures / FIGURES["yields"].format(region=region.name), n_regions,
+                region, config, figures / FIGURES["yields"].format(region=region.name),
+                n_regions,
             ))
         submission.add_table(parameters_table(fit_results, config,
                                               figures / FIGURES["parameters"]))

@@ -22,6 +22,7 @@ import yaml
 from steps import hepdata
 from steps.config import load_analysis
 from steps.errors import PubflowError
+from steps.fit import _prediction_table
 
 matplotlib.use("Agg")
 
@@ -101,23 +102,17 @@ def patchset_spec(background: dict[str, Any]) -> dict[str, Any]:
 
 
 def fit_results(spec: dict[str, Any]) -> dict[str, Any]:
-    """results.json as the fit step writes it (cabinetry's fit and predictions)."""
+    """results.json as the fit step writes it (cabinetry's fit, the step's prediction tables)."""
     import cabinetry
 
     model, data = cabinetry.model_utils.model_and_data(pyhf.Workspace(spec))
     fit = cabinetry.fit.fit(model, data)
-    blocks = {}
-    for stage, prediction in (("prefit", cabinetry.model_utils.prediction(model)),
-                              ("postfit", cabinetry.model_utils.prediction(model,
-                                                                           fit_results=fit))):
-        block = {s: list(map(float, prediction.model_yields[0][i]))
-                 for i, s in enumerate(model.config.samples)}
-        block["total"] = [sum(b) for b in zip(*prediction.model_yields[0], strict=True)]
-        block["total_uncertainty"] = list(map(float, prediction.total_stdev_model_bins[0][-1]))
-        blocks[stage] = block
+    prefit = _prediction_table(cabinetry.model_utils.prediction(model))
+    postfit = _prediction_table(cabinetry.model_utils.prediction(model, fit_results=fit))
     poi = model.config.poi_index
     region = spec["channels"][0]["name"]
     return {
+        "workspace_sha256": pyhf.utils.digest(spec),
         "poi": model.config.poi_name,
         "mu": float(fit.bestfit[poi]),
         "mu_uncertainty": float(fit.uncertainty[poi]),
@@ -125,7 +120,8 @@ def fit_results(spec: dict[str, Any]) -> dict[str, Any]:
                        for n, b, u in zip(fit.labels, fit.bestfit, fit.uncertainty,
                                           strict=True)],
         "significance": {"observed": 12.5, "expected": 11.0},
-        "regions": {region: {"bins": EDGES, "data": OBSERVED, **blocks}},
+        "regions": {region: {"bins": EDGES, "data": OBSERVED, "prefit": prefit[region],
+                             "postfit": postfit[region]}},
     }
 
 
@@ -270,7 +266,13 @@ def test_yields_add_up(built: Path, inputs: dict[str, Path]) -> None:
         assert [v["value"] for v in values] == pytest.approx(expected, rel=1e-4)
         assert values[3]["errors"] == [{"symerror": pytest.approx(math.sqrt(sum(OBSERVED)),
                                                                   rel=1e-4), "label": "stat"}]
-        # the summed model uncertainty lies between no and full correlation of the bins
+        # the model uncertainties are the fit step's, summed with the bin-to-bin correlations
+        summed = results[stage]["summed"]
+        assert [v["errors"][0] for v in values[:3]] == [
+            {"symerror": pytest.approx(summed[s]["uncertainty"], rel=1e-4), "label": "model"}
+            for s in ("Zmumu", "Continuum", "total")
+        ]
+        # ... which lie between no and full correlation of the bins
         total_unc = values[2]["errors"][0]["symerror"]
         per_bin = results[stage]["total_uncertainty"]
         assert math.sqrt(sum(u * u for u in per_bin)) * 0.5 < total_unc <= sum(per_bin) * 1.0001
@@ -352,14 +354,58 @@ def test_data_not_matching_histograms_is_refused(inputs: dict[str, Path],
 
 def test_results_from_another_workspace_are_refused(inputs: dict[str, Path],
                                                     tmp_path: Path) -> None:
+    other = workspace_spec(load_analysis(CONFIG))
+    other["channels"][0]["samples"][1]["data"] = [1.2 * v for v in BACKGROUND]
+    changed = {**inputs, "fit": tmp_path / "results.json"}
+    changed["fit"].write_text(json.dumps(fit_results(other)))
+    with pytest.raises(PubflowError,
+                       match=r"results\.json: workspace_sha256: results not fitted from .*"
+                             r"workspace\.json \(its sha256 digest is [0-9a-f]{64}\)"):
+        build(changed, tmp_path / "hepdata")
+    assert not (tmp_path / "hepdata").exists()
+
+
+def _edit_bin(fit: dict[str, Any]) -> None:
+    """A post-fit yield changed in one bin (and the total with it), but not the sums."""
+    block = fit["regions"]["Dimuon"]["postfit"]
+    block["Zmumu"][2] *= 1.1
+    block["total"][2] = block["Zmumu"][2] + block["Continuum"][2]
+
+
+def _drop_summed(fit: dict[str, Any]) -> None:
+    """results.json of a fit step from before the summed yields."""
+    for stage in ("prefit", "postfit"):
+        del fit["regions"]["Dimuon"][stage]["summed"]
+
+
+def _drop_sample_sum(fit: dict[str, Any]) -> None:
+    del fit["regions"]["Dimuon"]["prefit"]["summed"]["Continuum"]
+
+
+def _negative_uncertainty(fit: dict[str, Any]) -> None:
+    fit["regions"]["Dimuon"]["postfit"]["summed"]["total"]["uncertainty"] = -1.0
+
+
+def _drop_digest(fit: dict[str, Any]) -> None:
+    del fit["workspace_sha256"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_edit_bin, r"postfit\.summed\.Zmumu\.yield: [0-9.]+, but the bins add up to [0-9.]+"),
+    (_drop_summed, r"regions\.Dimuon\.(pre|post)fit\.summed: required key is missing"),
+    (_drop_sample_sum, r"prefit\.summed: summed yields for \['Zmumu', 'total'\], but the"),
+    (_negative_uncertainty, r"postfit\.summed\.total\.uncertainty: -1\.0 is less than the"),
+    (_drop_digest, r"results\.json: workspace_sha256: required key is missing"),
+])
+def test_inconsistent_fit_results_are_refused(inputs: dict[str, Path], tmp_path: Path,
+                                              edit: Any, message: str) -> None:
     fit = json.loads(inputs["fit"].read_text())
-    fit["regions"]["Dimuon"]["postfit"]["Zmumu"][2] *= 1.1
-    fit["regions"]["Dimuon"]["postfit"]["total"][2] = sum(
-        fit["regions"]["Dimuon"]["postfit"][s][2] for s in ("Zmumu", "Continuum"))
+    edit(fit)
     changed = {**inputs, "fit": tmp_path / "results.json"}
     changed["fit"].write_text(json.dumps(fit))
-    with pytest.raises(PubflowError, match=r"postfit\.total: total differs"):
+    with pytest.raises(PubflowError, match=message):
         build(changed, tmp_path / "hepdata")
+    assert not (tmp_path / "hepdata").exists()
 
 
 def test_missing_key_and_figure_name_the_file(inputs: dict[str, Path], tmp_path: Path) -> None:
