@@ -5,4 +5,11 @@ This package's import must stay light: the Snakefile imports ``steps.layout`` in
 workflow engine, which has only the standard library and PyYAML.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# XRootD's client retries a lost server for ever by default, so a read hangs instead of
+# failing; fail fast, the workflow is resumable (must be set before XRootD is imported).
+os.environ.setdefault("XRD_CONNECTIONRETRY", "1")
+os.environ.setdefault("XRD_REQUESTTIMEOUT", "120")

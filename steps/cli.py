@@ -23,6 +23,14 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    log.debug("ignored during clean-up: %r", unraisable.exc_value)
+
+
+def _quiet_excepthook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+    log.debug("ignored during clean-up: %r", value)
+
+
 def run(
     main: Callable[[argparse.Namespace], None],
     build_parser: Callable[[], argparse.ArgumentParser],
@@ -42,6 +50,10 @@ def run(
     try:
         main(args)
     except PubflowError as err:
+        # Objects left half-open by the failure (e.g. an XRootD file whose server went away)
+        # complain again when garbage-collected; the cause is reported below, once.
+        sys.unraisablehook = _quiet_unraisable
+        sys.excepthook = _quiet_excepthook  # also used for atexit finalizers' errors
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

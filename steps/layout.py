@@ -7,6 +7,7 @@ Snakefile is evaluated by the workflow engine, which has neither numpy nor cabin
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -81,20 +82,51 @@ def scan_config(config: Config, mass: int) -> Config:
     return out
 
 
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL (``root://...``) rather than a local file."""
+    return "://" in path
+
+
+def normalize(path: str) -> str:
+    """A local path in canonical form; URLs are left as they are (``//`` matters in them)."""
+    return path if is_remote(path) else os.path.normpath(path)
+
+
+def _override(systematic: dict[str, Any], template: str | None, key: str) -> Any:
+    return systematic.get(template, {}).get(key) if template else None
+
+
+def template_paths(config: Config, region: dict[str, Any], sample: dict[str, Any],
+                   systematic: dict[str, Any], template: str | None) -> list[str]:
+    """The files one histogram is filled from: cabinetry's path rules, as plain strings.
+
+    ``General.InputPath`` with ``{RegionPath}``/``{SamplePath}`` replaced by the region's and
+    sample's settings or the systematic template's overrides. Strings rather than
+    ``pathlib.Path`` (what cabinetry returns), so that ``root://host//file`` URLs survive.
+    """
+    path = config["General"]["InputPath"]
+    region_path = _override(systematic, template, "RegionPath") or region.get("RegionPath")
+    if region_path is not None:
+        path = path.replace("{RegionPath}", region_path)
+    sample_paths = _override(systematic, template, "SamplePath") or sample.get("SamplePath")
+    if sample_paths is None:
+        return [normalize(path)]
+    return [normalize(path.replace("{SamplePath}", p)) for p in _as_list(sample_paths)]
+
+
 def sample_paths(config: Config, sample: dict[str, Any]) -> list[str]:
-    """Every file a sample reads, nominal and systematic overrides (cabinetry's rules)."""
-    general = config["General"]["InputPath"]
-    paths = [general.replace("{SamplePath}", p) for p in _as_list(sample.get("SamplePath", ""))]
-    if sample.get("Data"):
-        return paths
-    for syst in config.get("Systematics", []):
-        affected = syst.get("Samples")
-        if affected is not None and sample["Name"] not in _as_list(affected):
+    """Every file a sample reads, nominal and systematic overrides, in every region."""
+    paths: list[str] = []
+    for region in config["Regions"]:
+        paths += template_paths(config, region, sample, {}, None)
+        if sample.get("Data"):
             continue
-        for template in ("Up", "Down"):
-            override = syst.get(template, {}).get("SamplePath")
-            if override is not None:
-                paths += [general.replace("{SamplePath}", p) for p in _as_list(override)]
+        for syst in config.get("Systematics", []):
+            affected = syst.get("Samples")
+            if affected is not None and sample["Name"] not in _as_list(affected):
+                continue
+            for template in ("Up", "Down"):
+                paths += template_paths(config, region, sample, syst, template)
     return list(dict.fromkeys(paths))
 
 
@@ -122,7 +154,11 @@ def select_jobs(config: Config) -> dict[str, str]:
 
 
 def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
-    """``{file path: generator settings}`` for every file the simulate step writes."""
+    """``{file path: generator settings}`` for every file the simulate step writes.
+
+    A sample may be split over several files (a list of ``SamplePath``): its ``Events`` are
+    shared out, and ``File``/``Files`` give each file its own random stream.
+    """
     sim = config.get("Simulation", {})
     by_name = {s["Name"]: s for s in config["Samples"]}
     out: dict[str, dict[str, Any]] = {}
@@ -130,14 +166,18 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
         sample = by_name.get(entry["Name"])
         if sample is None:
             raise ValueError(f"Simulation.Samples: {entry['Name']!r} is not a sample in Samples")
-        for path in sample_paths(config, sample):
-            out[path] = dict(entry)
+        paths = [template_paths(config, config["Regions"][0], sample, {}, None)[i]
+                 for i in range(len(_as_list(sample.get("SamplePath", ""))))]
+        total = entry["Events"]
+        for i, path in enumerate(paths):
+            share = total // len(paths) + (1 if i < total % len(paths) else 0)
+            out[path] = {**entry, "Events": share, "TotalEvents": total, "File": i,
+                         "Files": len(paths)}
     scan = config.get("Scan")
     if scan:
         for m in scan["Masses"]:
-            path = config["General"]["InputPath"].replace(
-                "{SamplePath}", scan["SamplePath"].format(mass=m)
-            )
+            path = normalize(config["General"]["InputPath"].replace(
+                "{SamplePath}", scan["SamplePath"].format(mass=m)))
             out[path] = {
                 "Name": scan_sample_name(config, m),
                 "Process": "breit_wigner",
@@ -146,10 +186,8 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
                 "MassRange": [m * (1 - 0.25), m * (1 + 0.25)],
                 "CrossSection": scan["CrossSection"],
                 "Events": scan["Events"],
+                "TotalEvents": scan["Events"],
+                "File": 0,
+                "Files": 1,
             }
     return out
-
-
-def simulated_name(config: Config, path: str) -> str:
-    """The simulate-job name of a file the simulate step writes."""
-    return simulated_samples(config)[path]["Name"]

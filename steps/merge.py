@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def merge(config: dict[str, Any], partials: dict[str, str], folder: str, summary
     loaded: dict[str, Any] = {}
     for path, npz in partials.items():
         try:
-            loaded[os.path.normpath(path)] = np.load(npz)
+            loaded[layout.normalize(path)] = np.load(npz)
         except (OSError, ValueError) as err:
             raise PubflowError(f"unreadable partial histograms ({err})", path=npz) from None
     table: dict[str, dict[str, Any]] = {}

@@ -11,9 +11,10 @@ rules, so the result equals ``cabinetry.templates.build`` bin by bin.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,13 @@ def templates(config: dict[str, Any]) -> list[Template]:
     from cabinetry.templates import builder  # cabinetry's resolution of overrides, reused as is
 
     full = layout.histogram_config(config)
-    general_path = full["General"]["InputPath"]
     found: list[Template] = []
 
     def collect(region: dict, sample: dict, systematic: dict, template: Any) -> None:
-        paths = builder._ntuple_paths(general_path, region, sample, systematic, template)
         found.append(
             Template(
                 name=histo.name(region, sample, systematic, template=template),
-                paths=tuple(os.path.normpath(p) for p in paths),
+                paths=tuple(layout.template_paths(full, region, sample, systematic, template)),
                 tree=builder._position_in_file(sample, systematic, template),
                 variable=builder._variable(region, sample, systematic, template),
                 selection=builder._filter(region, sample, systematic, template),
@@ -88,19 +87,35 @@ def templates(config: dict[str, Any]) -> list[Template]:
     return found
 
 
-def _open_tree(path: str, tree: str) -> Any:
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[Any]:
+    """Open a ROOT file (local or remote) once; closing never masks the real error."""
     import uproot
 
     try:
-        file = uproot.open(path)
+        file = uproot.open(path, timeout=120) if layout.is_remote(path) else uproot.open(path)
     except FileNotFoundError:
         raise PubflowError("input file not found", path=path) from None
     except Exception as err:  # uproot raises many types for a damaged file
         raise PubflowError(f"not a readable ROOT file ({one_line(err)})", path=path) from None
     try:
+        yield file
+    finally:
+        # a lost XRootD server makes close() fail too; the read error is what matters
+        with contextlib.suppress(Exception):
+            file.close()
+
+
+def _get_tree(file: Any, path: str, tree: str) -> Any:
+    import uproot
+
+    try:
         obj = file[tree]
-    except Exception:
+    except uproot.KeyInFileError:
         raise PubflowError(f"no tree {tree!r} in the file", path=path) from None
+    except Exception as err:
+        raise PubflowError(f"cannot read tree {tree!r}: truncated or corrupt file, or lost "
+                           f"connection ({one_line(err)})", path=path) from None
     if not hasattr(obj, "iterate") or not hasattr(obj, "branches"):
         raise PubflowError(f"{tree!r} is not a TTree ({type(obj).__name__})", path=path)
     return obj
@@ -128,49 +143,59 @@ def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZ
               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fill the histograms ``todo`` from one file; return ``{name: (sumw, sumw2)}``."""
     import boost_histogram as bh
-    from tqdm import tqdm
 
     hists = {t.name: bh.Histogram(bh.axis.Variable(t.bins), storage=bh.storage.Weight())
              for t in todo}
     by_tree: dict[str, list[Template]] = defaultdict(list)
     for t in todo:
         by_tree[t.tree].append(t)
-    for tree_name, group in by_tree.items():
-        tree = _open_tree(path, tree_name)
-        _check_branches(tree, path, group)
-        exprs = sorted({e for t in group for e in t.expressions().values()})
-        label = f"{Path(path).name}:{tree_name}"
-        try:
-            with tqdm(total=tree.num_entries, unit="ev", desc=label, disable=None) as bar:
-                for chunk in tree.iterate(exprs, step_size=step_size, library="np"):
-                    n = 0
-                    for t in group:
-                        values = np.asarray(chunk[t.variable], dtype=float)
-                        n = len(values)
-                        mask = (np.asarray(chunk[t.selection]) != 0 if t.selection is not None
-                                else np.ones(n, bool))
-                        if t.weight is None:
-                            weights = np.ones(n)
-                        elif _is_number(t.weight):
-                            weights = np.full(n, float(t.weight))
-                        else:
-                            weights = np.asarray(chunk[t.weight], dtype=float)
-                        hists[t.name].fill(values[mask], weight=weights[mask])
-                    bar.update(n)
-        except PubflowError:
-            raise
-        except Exception as err:  # damaged baskets surface only while reading
-            raise PubflowError(
-                f"reading tree {tree_name!r} failed, truncated or corrupt file? ({one_line(err)})",
-                path=path,
-            ) from None
+    with _open(path) as file:
+        for tree_name, group in by_tree.items():
+            _fill_tree(_get_tree(file, path, tree_name), path, group, hists, step_size)
     return {name: (h.view().value.copy(), h.view().variance.copy()) for name, h in hists.items()}
+
+
+def _fill_tree(tree: Any, path: str, group: list[Template], hists: dict[str, Any],
+               step_size: int) -> None:
+    """Read one tree once, in chunks, and fill every histogram of ``group`` from it."""
+    from tqdm import tqdm
+
+    _check_branches(tree, path, group)
+    exprs = sorted({e for t in group for e in t.expressions().values()})
+    label = f"{Path(path).name}:{group[0].tree}"
+    try:
+        with tqdm(total=tree.num_entries, unit="ev", desc=label, disable=None) as bar:
+            chunks = tree.iterate(exprs, step_size=step_size, library="np")
+            for i, chunk in enumerate(chunks):
+                log.debug("%s: chunk %d", label, i)
+                n = 0
+                for t in group:
+                    values = np.asarray(chunk[t.variable], dtype=float)
+                    n = len(values)
+                    mask = (np.asarray(chunk[t.selection]) != 0 if t.selection is not None
+                            else np.ones(n, bool))
+                    if t.weight is None:
+                        weights = np.ones(n)
+                    elif _is_number(t.weight):
+                        weights = np.full(n, float(t.weight))
+                    else:
+                        weights = np.asarray(chunk[t.weight], dtype=float)
+                    hists[t.name].fill(values[mask], weight=weights[mask])
+                bar.update(n)
+    except PubflowError:
+        raise
+    except Exception as err:  # damaged baskets or a lost server surface only while reading
+        raise PubflowError(
+            f"reading tree {group[0].tree!r} failed: truncated or corrupt file, or lost "
+            f"connection ({one_line(err)})",
+            path=path,
+        ) from None
 
 
 def select(config: dict[str, Any], input_path: str, output: str,
            step_size: int = DEFAULT_STEP_SIZE) -> int:
     """Fill every histogram fed by ``input_path``; write them to ``output`` (npz)."""
-    wanted = os.path.normpath(input_path)
+    wanted = layout.normalize(input_path)
     todo = [t for t in templates(config) if wanted in t.paths]
     if not todo:
         raise PubflowError("no histogram of the config reads this file", path=input_path)

@@ -147,22 +147,25 @@ def reconstruct(truth: dict[str, np.ndarray], z: dict[int, np.ndarray], det: Det
     return out
 
 
-def stream_seed(seed: int, name: str, chunk: int) -> list[int]:
-    """The seed sequence of one chunk of one sample."""
-    return [seed, zlib.crc32(name.encode()), chunk]
+def stream_seed(seed: int, name: str, chunk: int, file: int = 0, files: int = 1) -> list[int]:
+    """The seed sequence of one chunk of one file of a sample."""
+    head = [seed, zlib.crc32(name.encode())]
+    return [*head, file, chunk] if files > 1 else [*head, chunk]
 
 
 def generate(settings: dict[str, Any], det: Detector, seed: int, weight: float,
-             events: int) -> Iterator[dict[str, dict[str, np.ndarray]]]:
+             events: int, variations: tuple[str, ...] = VARIATIONS
+             ) -> Iterator[dict[str, dict[str, np.ndarray]]]:
     """Yield chunks ``{tree name: branches}`` of a sample, CHUNK events at a time."""
     for chunk, start in enumerate(range(0, events, CHUNK)):
         n = min(CHUNK, events - start)
-        rng = np.random.default_rng(stream_seed(seed, settings["Name"], chunk))
+        rng = np.random.default_rng(stream_seed(seed, settings["Name"], chunk,
+                                                settings.get("File", 0), settings.get("Files", 1)))
         truth = generate_truth(rng, sample_mass(rng, n, settings))
         z = {1: rng.standard_normal(n), 2: rng.standard_normal(n)}
         ids = np.arange(start + 1, start + n + 1, dtype=np.int32)
         trees = {}
-        for variation in VARIATIONS:
+        for variation in variations:
             branches = reconstruct(truth, z, det, variation)
             branches = {"Run": np.ones(n, np.int32), "Event": ids, **branches,
                         "weight": np.full(n, weight)}
@@ -171,26 +174,30 @@ def generate(settings: dict[str, Any], det: Detector, seed: int, weight: float,
 
 
 def simulate(config: dict[str, Any], output: str, events: int | None = None,
-             seed: int | None = None) -> int:
+             seed: int | None = None, nominal_only: bool = False) -> int:
     """Write the simulated sample whose file is ``output``; return the number of events."""
     import uproot
     from tqdm import tqdm
 
     samples = layout.simulated_samples(config)
+    output = layout.normalize(output)
     if output not in samples:
         known = ", ".join(samples) or "none"
         raise PubflowError(f"not a simulated file of this config (known: {known})", path=output)
     settings = samples[output]
     n = events or settings["Events"]
+    total = n * settings["Files"] if events else settings["TotalEvents"]
     seed = config["Simulation"]["Seed"] if seed is None else seed
     det = Detector.from_config(config)
-    # weight = sigma * L / N: cross-section in pb with L in pb^-1 (fb with fb^-1)
-    weight = settings["CrossSection"] * config["Luminosity"]["Value"] / n
+    # weight = sigma * L / N: cross-section in pb with L in pb^-1 (fb with fb^-1), N the
+    # events of the whole sample, all its files together
+    weight = settings["CrossSection"] * config["Luminosity"]["Value"] / total
     log.info("simulating %s: %d events, seed %d", settings["Name"], n, seed)
     with (reproducible_root_writing(seed) as options, atomic_path(output) as tmp,
           uproot.recreate(tmp, **options) as f,
           tqdm(total=n, unit="ev", desc=settings["Name"], disable=None) as bar):
-        for i, trees in enumerate(generate(settings, det, seed, weight, n)):
+        variations = ("nominal",) if nominal_only else VARIATIONS
+        for i, trees in enumerate(generate(settings, det, seed, weight, n, variations)):
             for name, branches in trees.items():
                 if i == 0:
                     # mktree: plain assignment would write an RNTuple, which cabinetry's
@@ -208,11 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "sample's path in the config, which selects the sample")
     p.add_argument("--events", type=int, help="override the number of events (benchmarks)")
     p.add_argument("--seed", type=int, help="override Simulation.Seed")
+    p.add_argument("--nominal-only", action="store_true",
+                   help="write only the nominal tree (benchmarks of weight-based analyses)")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    simulate(load_analysis(args.config), args.output, args.events, args.seed)
+    simulate(load_analysis(args.config), args.output, args.events, args.seed,
+             args.nominal_only)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 # (input files, simulated samples, scan masses) are derived from it. Standard library and
 # PyYAML only: on REANA this runs inside the workflow engine, not in an analysis image.
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -14,15 +15,18 @@ CONFIG_FILE = "inputs/analysis.yaml"
 DATASETS = config["Datasets"]
 HISTOGRAMS = config["General"]["HistogramFolder"].rstrip("/")
 SELECT_JOBS = layout.select_jobs(config)
-SIMULATED = {
-    layout.simulated_name(config, path): path
-    for path in layout.simulated_samples(config)
-}
+# simulate jobs are named after the file they write (a sample may span several files)
+SIMULATED = {Path(path).stem: path for path in layout.simulated_samples(config)}
 MASSES = list(config.get("Scan", {}).get("Masses", []))
 
 _images = config.get("Images", {})
 IMAGE_PREFIX = _images.get("Prefix", "ghcr.io/pubflow/pubflow")
 IMAGE_TAG = _images.get("Tag", __version__)
+
+
+def local_file(path):
+    """``path`` if it is a local file, nothing for a URL (Snakemake cannot track those)."""
+    return [] if layout.is_remote(path) else path
 
 
 def image(environment):

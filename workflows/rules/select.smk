@@ -2,7 +2,8 @@ rule select:
     input:
         config=CONFIG_FILE,
         datasets=DATASETS,
-        ntuple=lambda wildcards: SELECT_JOBS[wildcards.job],
+        # a remote file (root://...) is no local input: Snakemake passes it as a parameter
+        ntuple=lambda wildcards: local_file(SELECT_JOBS[wildcards.job]),
     output:
         partial="results/select/{job}.npz",
     log:
@@ -13,8 +14,10 @@ rule select:
         image("analysis")
     resources:
         kubernetes_memory_limit="2Gi",
+    params:
+        ntuple=lambda wildcards: SELECT_JOBS[wildcards.job],
     shell:
-        "python -m steps.select --config {input.config} --input {input.ntuple}"
+        "python -m steps.select --config {input.config} --input {params.ntuple}"
         " --output {output.partial} 2> {log}"
 
 
