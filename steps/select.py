@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,24 +141,103 @@ def _check_branches(tree: Any, path: str, todo: list[Template]) -> None:
                 ) from None
 
 
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value for a variable-width axis, -1 outside it (underflow, overflow, NaN).
+
+    boost-histogram's convention: bins are ``[low, high)``, the last edge is overflow.
+    """
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[(idx >= len(edges) - 1) | np.isnan(values)] = -1
+    return idx
+
+
 def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZE
               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fill the histograms ``todo`` from one file; return ``{name: (sumw, sumw2)}``."""
-    import boost_histogram as bh
-
-    hists = {t.name: bh.Histogram(bh.axis.Variable(t.bins), storage=bh.storage.Weight())
-             for t in todo}
+    sums = {t.name: (np.zeros(len(t.bins) - 1), np.zeros(len(t.bins) - 1)) for t in todo}
     by_tree: dict[str, list[Template]] = defaultdict(list)
     for t in todo:
         by_tree[t.tree].append(t)
     with _open(path) as file:
         for tree_name, group in by_tree.items():
-            _fill_tree(_get_tree(file, path, tree_name), path, group, hists, step_size)
-    return {name: (h.view().value.copy(), h.view().variance.copy()) for name, h in hists.items()}
+            _fill_tree(_get_tree(file, path, tree_name), path, group, sums, step_size)
+    return sums
 
 
-def _fill_tree(tree: Any, path: str, group: list[Template], hists: dict[str, Any],
-               step_size: int) -> None:
+def _fill_chunk(chunk: dict[str, np.ndarray], group: list[Template],
+                sums: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+    """Add one chunk to every histogram of ``group``; return the chunk's length.
+
+    Histograms sharing variable, filter and binning (a region's nominal and weight
+    variations) share the selection and the bin lookup: only the weights differ.
+    """
+    n = 0
+    shared: dict[tuple[str, str | None, tuple[float, ...]], tuple[np.ndarray, Any]] = {}
+    for t in group:
+        key = (t.variable, t.selection, t.bins)
+        if key not in shared:
+            values = np.asarray(chunk[t.variable], dtype=float)
+            n = len(values)
+            mask = np.asarray(chunk[t.selection]) != 0 if t.selection is not None else None
+            idx = bin_index(values if mask is None else values[mask], np.asarray(t.bins))
+            inside = idx >= 0
+            shared[key] = (idx[inside], (mask, inside))
+        idx, (mask, inside) = shared[key]
+        nbins = len(t.bins) - 1
+        sumw, sumw2 = sums[t.name]
+        if t.weight is None or _is_number(t.weight):
+            counts = np.bincount(idx, minlength=nbins).astype(float)
+            w = 1.0 if t.weight is None else float(t.weight)
+            sumw += counts * w
+            sumw2 += counts * (w * w)
+        else:
+            weights = np.asarray(chunk[t.weight], dtype=float)
+            weights = (weights if mask is None else weights[mask])[inside]
+            sumw += np.bincount(idx, weights=weights, minlength=nbins)
+            sumw2 += np.bincount(idx, weights=weights * weights, minlength=nbins)
+    return n
+
+
+def prefetch(chunks: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Read the next chunk in a thread while the caller fills histograms from this one.
+
+    Decompression (zlib, lz4, zstd) and numpy release the GIL, so reading and filling
+    overlap and the wall time approaches that of the read alone. At most ``depth`` chunks
+    wait in the queue: memory stays bounded.
+    """
+    done = object()
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(err)
+
+    thread = threading.Thread(target=reader, name="pubflow-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _fill_tree(tree: Any, path: str, group: list[Template],
+               sums: dict[str, tuple[np.ndarray, np.ndarray]], step_size: int) -> None:
     """Read one tree once, in chunks, and fill every histogram of ``group`` from it."""
     from tqdm import tqdm
 
@@ -165,23 +246,10 @@ def _fill_tree(tree: Any, path: str, group: list[Template], hists: dict[str, Any
     label = f"{Path(path).name}:{group[0].tree}"
     try:
         with tqdm(total=tree.num_entries, unit="ev", desc=label, disable=None) as bar:
-            chunks = tree.iterate(exprs, step_size=step_size, library="np")
+            chunks = prefetch(tree.iterate(exprs, step_size=step_size, library="np"))
             for i, chunk in enumerate(chunks):
                 log.debug("%s: chunk %d", label, i)
-                n = 0
-                for t in group:
-                    values = np.asarray(chunk[t.variable], dtype=float)
-                    n = len(values)
-                    mask = (np.asarray(chunk[t.selection]) != 0 if t.selection is not None
-                            else np.ones(n, bool))
-                    if t.weight is None:
-                        weights = np.ones(n)
-                    elif _is_number(t.weight):
-                        weights = np.full(n, float(t.weight))
-                    else:
-                        weights = np.asarray(chunk[t.weight], dtype=float)
-                    hists[t.name].fill(values[mask], weight=weights[mask])
-                bar.update(n)
+                bar.update(_fill_chunk(chunk, group, sums))
     except PubflowError:
         raise
     except Exception as err:  # damaged baskets or a lost server surface only while reading
