@@ -159,7 +159,7 @@ def test_few_fits(computed, case):
 def test_calculator_reproduces_pyhf_hypotest(poi_value):
     model = _shape_model()
     data = CASES["shape_excess"][1] + model.config.auxdata
-    calc = CachedAsymptoticCalculator(data, model)
+    calc = CachedAsymptoticCalculator(data, model, warm_start=False)
     cls_obs_ref, cls_exp_ref = pyhf.infer.hypotest(
         poi_value, data, model, test_stat="qtilde", return_expected_set=True
     )
