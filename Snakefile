@@ -16,6 +16,7 @@ include: "workflows/rules/model.smk"
 include: "workflows/rules/fit.smk"
 include: "workflows/rules/hepdata.smk"
 include: "workflows/rules/validate.smk"
+include: "workflows/rules/publish.smk"
 
 
 rule all:

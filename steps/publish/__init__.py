@@ -1,0 +1,18 @@
+"""publish: a validated result reaches HEPData, Zenodo and CAP without hand work.
+
+``python -m steps.publish {hepdata,zenodo,cap}`` (see ``--help``). The publishers read only
+finished, validated files (the gate, :mod:`steps.publish.gate`) and never import the
+analysis. Modules, each with one job:
+
+* :mod:`~steps.publish.secrets`: credentials from the environment, redaction everywhere;
+* :mod:`~steps.publish.http`: the one HTTP layer (timeouts, bounded retries, TLS on);
+* :mod:`~steps.publish.state`: what exists remotely, saved after every change;
+* :mod:`~steps.publish.gate`: the validation report and the published files' digests;
+* :mod:`~steps.publish.bundle`: the files to send (the workflow as one reproducible archive);
+* :mod:`~steps.publish.metadata`, :mod:`~steps.publish.links`: record metadata and links;
+* :mod:`~steps.publish.plan`: the request plan a dry run writes;
+* :mod:`~steps.publish.buckets`: checked file uploads to Invenio buckets (Zenodo, CAP);
+* :mod:`~steps.publish.hepdata`, :mod:`~steps.publish.zenodo`, :mod:`~steps.publish.cap`:
+  the three flows;
+* :mod:`~steps.publish.common`: shared options and the run-or-resume loop.
+"""

@@ -1,0 +1,159 @@
+"""What the three publishers share: options, the run-or-resume loop, the outcome message."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from steps.errors import PubflowError
+from steps.publish.http import InDoubtError, RetryPolicy, check_base_url
+from steps.publish.state import STATE_NAME
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = "inputs/analysis.yaml"
+DEFAULT_RESULTS = "results"
+DEFAULT_REPORT = "results/validation/report.json"
+PUBLISH_DIR = "publish"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every publisher takes.
+
+    Attributes:
+        target: ``hepdata``, ``zenodo`` or ``cap``.
+        config: The analysis config.
+        report: The validation report (the gate).
+        results: The results directory the published files come from.
+        out: Where the bundle and the state go (``results/publish/<target>``).
+        root: The repository root (the workflow's files).
+        upload: Send the requests (False: dry run).
+        production: The real service (False: its sandbox).
+        base_url: The service's base URL.
+        policy: Timeouts and retries.
+    """
+
+    target: str
+    config: Path
+    report: Path
+    results: Path
+    out: Path
+    root: Path
+    upload: bool
+    production: bool
+    base_url: str
+    policy: RetryPolicy
+
+    @property
+    def state_path(self) -> Path:
+        """The target's state file."""
+        return self.out / STATE_NAME
+
+    @property
+    def publish_root(self) -> Path:
+        """The directory holding every target's output (``results/publish``)."""
+        return self.out.parent
+
+    @property
+    def kind(self) -> str:
+        """``production`` or ``sandbox``, for messages."""
+        return "production" if self.production else "sandbox"
+
+
+def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: str,
+                         production: str) -> None:
+    """The options every publisher takes (mode, endpoint, paths, retries)."""
+    mode = p.add_argument_group("what to do (the default is safe: a dry run against the sandbox)")
+    exclusive = mode.add_mutually_exclusive_group()
+    exclusive.add_argument("--dry-run", dest="upload", action="store_false", default=False,
+                           help="write the bundle and the request plan under --out and send "
+                                "nothing (the default)")
+    exclusive.add_argument("--upload", dest="upload", action="store_true",
+                           help="send the requests (credentials from the environment)")
+    mode.add_argument("--production", action="store_true",
+                      help=f"use the real service ({production}) instead of its sandbox "
+                           f"({sandbox})")
+    mode.add_argument("--base-url", metavar="URL",
+                      help="the service's base URL (overrides --production's choice; e.g. a "
+                           "test instance)")
+    paths = p.add_argument_group("files")
+    paths.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG),
+                       help="analysis config (its Publication block gives the metadata)")
+    paths.add_argument("--report", type=Path, default=Path(DEFAULT_REPORT),
+                       help="validation report: nothing is published unless it says valid and "
+                            "the files still match it")
+    paths.add_argument("--results", type=Path, default=Path(DEFAULT_RESULTS),
+                       help="results directory the published files come from")
+    paths.add_argument("--out", type=Path, default=None,
+                       help=f"bundle and state directory [default: results/publish/{target}]")
+    paths.add_argument("--root", type=Path, default=Path("."),
+                       help="repository root (the workflow files)")
+    net = p.add_argument_group("network")
+    net.add_argument("--retries", type=int, default=5, metavar="N",
+                     help="tries per request (and per recovery of a request whose outcome is "
+                          "unknown)")
+    net.add_argument("--backoff", type=float, default=2.0, metavar="SECONDS",
+                     help="first wait between tries, doubled each time; Retry-After is "
+                          "honoured")
+    net.add_argument("--max-delay", type=float, default=120.0, metavar="SECONDS",
+                     help="longest single wait")
+    net.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                     help="read timeout of a request (uploads included)")
+    net.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
+                     help="connect timeout")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log debug messages")
+
+
+def options(args: argparse.Namespace, target: str, *, sandbox: str, production: str,
+            sleep: Callable[[float], None] | None = None) -> Options:
+    """The common options, checked."""
+    base = args.base_url or (production if args.production else sandbox)
+    policy_kwargs = {"sleep": sleep} if sleep else {}
+    return Options(
+        target=target,
+        config=args.config,
+        report=args.report,
+        results=args.results,
+        out=args.out or args.results / PUBLISH_DIR / target,
+        root=args.root,
+        upload=args.upload,
+        production=args.production,
+        base_url=check_base_url(base),
+        policy=RetryPolicy(attempts=args.retries, backoff=args.backoff,
+                           max_delay=args.max_delay, read_timeout=args.timeout,
+                           connect_timeout=args.connect_timeout, **policy_kwargs),
+    )
+
+
+def resumable(flow: Callable[[], T], policy: RetryPolicy, service: str) -> T:
+    """Run a publishing flow; when a request's outcome is unknown, run it again.
+
+    Every flow starts by settling what its state file records as pending (asking the
+    server what happened) and skips what is done, so running it again is how a re-run
+    resumes, and how a request in doubt is retried within a run, up to the policy's bound.
+
+    Raises:
+        PubflowError: If the outcome is still unknown after the last try (the state keeps the
+            pending request; the next run settles it).
+    """
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return flow()
+        except InDoubtError as err:
+            if attempt == policy.attempts:
+                raise PubflowError(f"{err}. Re-run to resume: the state file records the "
+                                   "request, and the next run checks what the server did "
+                                   "before doing anything else") from None
+            wait = policy.delay(attempt)
+            log.warning("%s; checking what %s did, in %.3g s (try %d of %d)", err, service,
+                        wait, attempt + 1, policy.attempts)
+            policy.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover

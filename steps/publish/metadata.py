@@ -1,0 +1,195 @@
+"""Record metadata from the ``Publication`` block of ``inputs/analysis.yaml``.
+
+* Zenodo: the legacy deposit API's metadata (https://developers.zenodo.org, "Deposit
+  metadata"): ``upload_type``, ``title``, ``creators`` (``Family, Given`` names with
+  affiliation and ORCID), ``description`` (HTML), ``access_right``, ``license``, ``keywords``
+  and ``related_identifiers`` (the HEPData record, the INSPIRE paper, the code).
+* CAP: a title, the abstract and people, keywords, and links to the Zenodo DOI, the HEPData
+  record and the REANA workflow, in the field names of CAP's analysis schemas
+  (``basic_info``, ``additional_resources.documentations``). Experiments' schemas differ:
+  ``--metadata FILE`` merges further fields.
+
+Both are checked against pubflow's schemas (``steps/schemas/zenodo-metadata.schema.json``,
+``cap-metadata.schema.json``) before any request is sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from steps import __version__
+from steps.publish.links import Links
+
+#: INSPIRE id meaning "not assigned yet" (steps/schemas/analysis.schema.json).
+NO_INSPIRE_ID = "ins0000000"
+
+#: What each published file is, for the description (by name prefix or name).
+_CONTENTS = (
+    ("pubflow-workflow.tar.gz", ("the workflow: Snakefile and rules, the <code>steps</code> "
+                                 "package, the analysis configuration and dataset manifest, "
+                                 "the REANA specification and the container environments")),
+    ("hepdata-submission.tar.gz", ("the validated HEPData submission (tables, figures and "
+                                   "the likelihoods)")),
+    ("model-", "the pyhf likelihood (background-only workspace and signal patchset)"),
+    ("fit-", "fit results and upper limits (JSON)"),
+    ("figure-", "figures (PNG and PDF)"),
+    ("validation-report.json", ("the validation report (every artefact checked by the tool "
+                                "its consumer uses)")),
+    ("ro-crate-metadata.json", "provenance (RO-Crate)"),
+)
+
+
+def digest(obj: Any) -> str:
+    """sha256 of a JSON document in canonical form (sorted keys, no spaces)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def keywords(publication: Mapping[str, Any]) -> list[str]:
+    """Free-text keywords: HEPData phrases, observables and reactions, without repeats."""
+    found: list[str] = []
+    groups = publication.get("Keywords", {})
+    for group in ("phrases", "observables", "reactions"):
+        for word in groups.get(group, []):
+            if str(word) not in found:
+                found.append(str(word))
+    return found
+
+
+def spdx_to_zenodo(spdx: str) -> str:
+    """Zenodo's licence id for an SPDX identifier (Zenodo uses the lower-cased SPDX ids)."""
+    return spdx.strip().lower()
+
+
+def inspire_url(publication: Mapping[str, Any]) -> str | None:
+    """The INSPIRE literature URL of the paper, if an id is assigned."""
+    inspire = publication.get("InspireId")
+    if not inspire or inspire == NO_INSPIRE_ID:
+        return None
+    return f"https://inspirehep.net/literature/{inspire.removeprefix('ins')}"
+
+
+def describe_contents(names: Iterable[str]) -> list[str]:
+    """One phrase per kind of file present, in a fixed order."""
+    names = list(names)
+    return [text for key, text in _CONTENTS if any(n == key or n.startswith(key)
+                                                   for n in names)]
+
+
+def zenodo_metadata(
+    publication: Mapping[str, Any],
+    *,
+    files: Iterable[str],
+    links: Links,
+    license_id: str | None = None,
+    upload_type: str = "dataset",
+) -> dict[str, Any]:
+    """The deposition metadata.
+
+    Args:
+        publication: The ``Publication`` block of the analysis config.
+        files: Names of the files in the deposit (for the description).
+        links: The HEPData record and code to link.
+        license_id: Zenodo licence id (default: from ``Publication.License.Name``).
+        upload_type: Zenodo's upload type.
+    """
+    creators = []
+    for author in publication["Authors"]:
+        creator = {"name": author["Name"]}
+        if author.get("Affiliation"):
+            creator["affiliation"] = author["Affiliation"]
+        if author.get("ORCID"):
+            creator["orcid"] = author["ORCID"]
+        creators.append(creator)
+    contents = "".join(f"<li>{text}</li>" for text in describe_contents(files))
+    description = (f"<p>{html.escape(' '.join(publication['Abstract'].split()))}</p>"
+                   "<p>This deposit holds everything needed to reproduce the record:</p>"
+                   f"<ul>{contents}</ul>")
+    related: list[dict[str, str]] = []
+    if links.hepdata:
+        related.append({"identifier": links.hepdata, "relation": "isSupplementTo",
+                        "resource_type": "dataset"})
+    if paper := inspire_url(publication):
+        related.append({"identifier": paper, "relation": "isSupplementTo",
+                        "resource_type": "publication-article"})
+    if links.code:
+        related.append({"identifier": links.code, "relation": "isCompiledBy",
+                        "resource_type": "software"})
+    metadata: dict[str, Any] = {
+        "upload_type": upload_type,
+        "title": publication["Title"],
+        "creators": creators,
+        "description": description,
+        "access_right": "open",
+        "license": license_id or spdx_to_zenodo(publication["License"]["Name"]),
+        "keywords": keywords(publication),
+        "notes": f"Produced and uploaded by pubflow {__version__}.",
+    }
+    if related:
+        metadata["related_identifiers"] = related
+    return metadata
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, recursively for mappings (lists are replaced)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def cap_metadata(
+    publication: Mapping[str, Any],
+    *,
+    links: Links,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The CAP deposit metadata (without ``$ana_type``, which goes only into the create).
+
+    Args:
+        publication: The ``Publication`` block of the analysis config.
+        links: The Zenodo DOI, HEPData record, REANA workflow and code to link.
+        extra: Fields of the experiment's schema to merge in (``--metadata``).
+    """
+    people = []
+    for author in publication["Authors"]:
+        person = {"name": author["Name"]}
+        if author.get("ORCID"):
+            person["orcid"] = author["ORCID"]
+        if author.get("Affiliation"):
+            person["affiliation"] = author["Affiliation"]
+        people.append(person)
+    documentations = []
+    if links.zenodo_doi:
+        state = "" if links.zenodo_doi_registered else " (reserved; registered on publication)"
+        documentations.append({
+            "url": f"https://doi.org/{links.zenodo_doi}",
+            "comment": f"Zenodo deposit{state}: workflow, inputs manifest, outputs and "
+                       "provenance"})
+    if links.hepdata:
+        documentations.append({"url": links.hepdata,
+                               "comment": "HEPData record: tables and likelihoods"})
+    if links.reana:
+        documentations.append({"url": links.reana, "comment": "REANA workflow run"})
+    if links.code:
+        documentations.append({"url": links.code, "comment": "analysis code (pubflow)"})
+    metadata: dict[str, Any] = {
+        "general_title": publication["Title"],
+        "basic_info": {"abstract": " ".join(publication["Abstract"].split()),
+                       "people_info": people},
+        "additional_resources": {"keywords": ", ".join(keywords(publication))},
+    }
+    if documentations:
+        metadata["additional_resources"]["documentations"] = documentations
+    if paper := inspire_url(publication):
+        metadata["additional_resources"]["publications"] = [
+            {"persistent_identifiers": [{"identifier": paper, "scheme": "url"}]}]
+    return deep_merge(metadata, extra or {})

@@ -1,0 +1,552 @@
+"""Zenodo: the workflow, inputs manifest, outputs and provenance as one deposit with a DOI.
+
+The flow follows Zenodo's legacy deposit REST API (https://developers.zenodo.org):
+
+1. ``POST /api/deposit/depositions`` with the metadata creates a draft (``201``); its
+   ``links.bucket`` is where files go. When the analysis was published before, a new version
+   of the same concept record is opened instead: ``POST .../{id}/actions/newversion`` on the
+   latest version (``201``; repeating it has no effect while the draft exists), then
+   ``GET links.latest_draft``.
+2. ``PUT {bucket}/{name}`` streams each file (files inherited from the previous version that
+   changed or vanished are removed first with ``DELETE {bucket}/{name}``); the ``md5`` each
+   answer reports must be the local file's.
+3. ``PUT /api/deposit/depositions/{id}`` with ``{"metadata": ...}`` sets the metadata.
+4. ``GET /api/deposit/depositions/{id}/files``: every file must be there with the local md5
+   and size, and nothing else, before anything is published.
+5. With ``--publish`` only: ``POST .../{id}/actions/publish`` (``202``) registers the DOI.
+
+Authentication is ``Authorization: Bearer $ZENODO_TOKEN`` (never the ``access_token`` query
+parameter the examples use: URLs end up in logs). The state file keeps the draft, the files
+already uploaded and the published versions; creating and publishing are recorded as pending
+before they are sent, so that a re-run asks Zenodo what happened instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steps.config import load_analysis, validate
+from steps.errors import PubflowError
+from steps.publish import buckets, common, links
+from steps.publish.bundle import Bundle, BundleFile, write_bundle
+from steps.publish.gate import check_gate
+from steps.publish.http import Body, Client, PermanentHttpError
+from steps.publish.metadata import digest, zenodo_metadata
+from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.secrets import Redactor, credential, redacted_logging
+from steps.publish.state import State, utc_now
+
+log = logging.getLogger(__name__)
+
+SANDBOX = "https://sandbox.zenodo.org"
+PRODUCTION = "https://zenodo.org"
+DEPOSITIONS = "api/deposit/depositions"
+TOKEN_ENV = "ZENODO_TOKEN"
+METADATA = "metadata.json"
+#: Drafts listed per page when looking for one whose creation answer was lost.
+PAGE_SIZE = 100
+MAX_PAGES = 20
+
+
+def sources(results: Path, report: Path) -> dict[str, Path]:
+    """The outputs that go into the deposit (remote name -> local file).
+
+    The HEPData archive, the likelihood (``results/model/*.json``), fit results and limits
+    (``results/fit/*.json``), figures, the validation report, and provenance
+    (``results/provenance/ro-crate-metadata.json``) when present.
+    """
+    found = {"hepdata-submission.tar.gz": results / "hepdata" / "submission.tar.gz"}
+    for path in sorted((results / "model").glob("*.json")):
+        found[f"model-{path.name}"] = path
+    for path in sorted((results / "fit").glob("*.json")):
+        found[f"fit-{path.name}"] = path
+    for path in sorted((results / "fit" / "figures").glob("*")):
+        if path.suffix in (".png", ".pdf", ".svg") and path.is_file():
+            found[f"figure-{path.name}"] = path
+    found["validation-report.json"] = report
+    provenance = results / "provenance" / "ro-crate-metadata.json"
+    if provenance.is_file():
+        found["ro-crate-metadata.json"] = provenance
+    if not any(name.startswith("model-") for name in found):
+        raise PubflowError("no likelihood to publish (results/model/*.json)", path=results)
+    return found
+
+
+def fingerprint(files: Mapping[str, str], metadata_sha: str | None) -> dict[str, Any]:
+    """What identifies a version: its files' md5 by name, and its metadata's digest."""
+    return {"files": dict(sorted(files.items())), "metadata_sha256": metadata_sha}
+
+
+def _describe_draft(dep: Mapping[str, Any]) -> dict[str, Any]:
+    reserved = ((dep.get("metadata") or {}).get("prereserve_doi") or {}).get("doi")
+    return {"id": dep["id"], "bucket": dep["links"]["bucket"],
+            "html": dep["links"].get("html", ""), "reserved_doi": reserved,
+            "conceptrecid": dep.get("conceptrecid")}
+
+
+def _remote_files(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A deposition's files: name -> {md5, size} (from its ``files`` list)."""
+    return {f["filename"]: {"md5": buckets.md5_of(f.get("checksum")),
+                            "size": f.get("filesize")}
+            for f in dep.get("files") or []}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the run left on Zenodo.
+
+    Attributes:
+        deposition: The deposition id.
+        url: Where to look at it.
+        doi: Its DOI (registered if published, else reserved).
+        published: Whether it is public.
+        changed: Whether this run changed anything.
+    """
+
+    deposition: int | None
+    url: str
+    doi: str | None
+    published: bool
+    changed: bool
+
+
+class ZenodoPublisher:
+    """One run of the Zenodo flow against one endpoint, resumable from the state file.
+
+    Args:
+        client: The HTTP client (with the token).
+        state: The state file.
+        bundle: The bundle to deposit.
+        metadata: The deposition metadata (schema-checked).
+        publish: Whether to publish at the end.
+        new_version_of: A published deposition to continue (when the state has none).
+        production: Whether the endpoint is the real Zenodo.
+    """
+
+    def __init__(self, client: Client, state: State, bundle: Bundle, metadata: dict[str, Any],
+                 *, publish: bool, new_version_of: int | None, production: bool) -> None:
+        self.client = client
+        self.state = state
+        self.endpoint = client.base_url
+        self.bundle = bundle
+        self.metadata = metadata
+        self.metadata_sha = digest(metadata)
+        self.local = {f.name: f.md5 for f in bundle.files}
+        self.publish = publish
+        self.new_version_of = new_version_of
+        self.changed = False
+        self.section["production"] = production
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """This endpoint's record in the state file."""
+        return self.state.section(self.endpoint)
+
+    def _save(self) -> None:
+        self.state.save()
+
+    # -- what exists ------------------------------------------------------------------------
+
+    def _get(self, dep_id: int | str, what: str) -> dict[str, Any] | None:
+        """A deposition, or None if Zenodo no longer has it."""
+        try:
+            return self.client.json("GET", f"{DEPOSITIONS}/{dep_id}", what=what)
+        except PermanentHttpError as err:
+            if err.status in (404, 410):
+                return None
+            raise
+
+    def _drafts(self) -> list[dict[str, Any]]:
+        """The account's unpublished depositions."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            batch = self.client.json(
+                "GET", DEPOSITIONS, what="list drafts",
+                params={"status": "draft", "sort": "mostrecent", "size": str(PAGE_SIZE),
+                        "page": str(page)}) or []
+            found += batch
+            if len(batch) < PAGE_SIZE:
+                break
+        return found
+
+    def _record_published(self, dep: Mapping[str, Any], metadata_sha: str | None) -> None:
+        version = {
+            "id": dep["id"], "record_id": dep.get("record_id"), "doi": dep.get("doi"),
+            "conceptrecid": dep.get("conceptrecid"), "conceptdoi": dep.get("conceptdoi"),
+            "url": dep.get("doi_url") or dep.get("record_url") or dep["links"].get("html", ""),
+            "published": utc_now(),
+            "fingerprint": fingerprint({k: v["md5"] for k, v in _remote_files(dep).items()},
+                                       metadata_sha),
+        }
+        s = self.section
+        s["latest"] = version
+        s.setdefault("versions", []).append({k: version[k] for k in ("id", "doi", "published")})
+        for key in ("draft", "files", "metadata_sha256"):
+            s.pop(key, None)
+        log.info("Zenodo: published deposition %s, DOI %s", dep["id"], dep.get("doi"))
+
+    # -- pending requests -------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Find out what a request recorded as pending did, and record it."""
+        pending = self.state.pending(self.endpoint)
+        if not pending:
+            return
+        if pending["op"] == "create":
+            new = [d for d in self._drafts()
+                   if d["id"] not in set(pending.get("known_drafts", []))
+                   and (d.get("metadata") or {}).get("title", d.get("title")) == pending["title"]]
+            if len(new) > 1:
+                raise PubflowError(
+                    f"Zenodo: several new drafts titled {pending['title']!r} "
+                    f"({', '.join(str(d['id']) for d in new)}) appeared while the creation's "
+                    "outcome was unknown: delete all but one in Zenodo's web interface, then "
+                    "re-run", path=self.state.path)
+            if new:
+                log.info("Zenodo: the lost creation did happen: adopting draft %s", new[0]["id"])
+                self.section["draft"] = _describe_draft(new[0])
+                self.section["files"] = {}
+            else:
+                log.info("Zenodo: the lost creation did not happen")
+        elif pending["op"] == "publish":
+            dep = self._get(pending["id"], "did the publication happen?")
+            if dep is not None and dep.get("submitted"):
+                log.info("Zenodo: the lost publication did happen")
+                self._record_published(dep, pending.get("metadata_sha256"))
+            else:
+                log.info("Zenodo: the lost publication did not happen")
+        self.state.settle(self.endpoint)
+
+    # -- the draft --------------------------------------------------------------------------
+
+    def _up_to_date(self, latest: Mapping[str, Any]) -> bool:
+        recorded = latest.get("fingerprint") or {}
+        same_meta = recorded.get("metadata_sha256") in (None, self.metadata_sha)
+        return recorded.get("files") == dict(sorted(self.local.items())) and same_meta
+
+    def _draft(self) -> dict[str, Any] | None:
+        """The draft to fill (resumed, created or a new version), or None if up to date."""
+        s = self.section
+        if s.get("draft"):
+            dep = self._get(s["draft"]["id"], "resume the draft")
+            if dep is None:
+                log.warning("Zenodo: draft %s no longer exists (discarded?); starting over",
+                            s["draft"]["id"])
+                for key in ("draft", "files", "metadata_sha256"):
+                    s.pop(key, None)
+                self._save()
+            elif dep.get("submitted"):
+                log.warning("Zenodo: draft %s was published outside pubflow", dep["id"])
+                self._record_published(dep, None)
+                self._save()
+            else:
+                return dep
+        latest = s.get("latest")
+        if latest is None and self.new_version_of is not None:
+            dep = self._get(self.new_version_of, "the version to continue")
+            if dep is None or not dep.get("submitted"):
+                raise PubflowError(f"Zenodo: deposition {self.new_version_of} is not a "
+                                   "published record of this account: --new-version-of needs "
+                                   "the latest published version's id")
+            self._record_published(dep, None)
+            self._save()
+            latest = s["latest"]
+        if latest is not None:
+            if self._up_to_date(latest):
+                log.info("Zenodo: version %s (DOI %s) already holds exactly these files and "
+                         "metadata: nothing to do", latest["id"], latest.get("doi"))
+                return None
+            return self._new_version(latest["id"])
+        return self._create()
+
+    def _create(self) -> dict[str, Any]:
+        known = [d["id"] for d in self._drafts()]
+        with self.state.recording(self.endpoint, "create", title=self.metadata["title"],
+                                  known_drafts=known):
+            dep = self.client.json("POST", DEPOSITIONS, expect=(201,),
+                                   body=Body(json={"metadata": self.metadata}),
+                                   what="create the deposition")
+        self.section["draft"] = _describe_draft(dep)
+        self.section["files"] = {}
+        self.state.settle(self.endpoint)
+        self.changed = True
+        log.info("Zenodo: created draft %s", dep["id"])
+        return dep
+
+    def _new_version(self, latest_id: int) -> dict[str, Any]:
+        # Zenodo: "calling new version action multiple times will have no effect, as long
+        # as the resulting new version deposit from the first call is not published or
+        # deleted", so repeating it is safe.
+        dep = self.client.json("POST", f"{DEPOSITIONS}/{latest_id}/actions/newversion",
+                               expect=(201,), idempotent=True, what="open a new version")
+        draft = self.client.json("GET", dep["links"]["latest_draft"], what="the new version")
+        if draft.get("submitted"):
+            raise PubflowError(f"Zenodo: no new version draft was opened for {latest_id}")
+        self.section["draft"] = _describe_draft(draft)
+        self.section["files"] = {}
+        self._save()
+        self.changed = True
+        log.info("Zenodo: opened new version %s of %s", draft["id"], latest_id)
+        return draft
+
+    # -- files, metadata, checks, publication -----------------------------------------------
+
+    def _sync_files(self, dep: Mapping[str, Any]) -> None:
+        bucket = dep["links"]["bucket"]
+        remote = _remote_files(dep)
+        done: dict[str, Any] = self.section.setdefault("files", {})
+        for name in sorted(set(remote) - set(self.local)):
+            buckets.delete_object(self.client, bucket, name)
+            done.pop(name, None)
+            self._save()
+            self.changed = True
+        for file in self.bundle.files:
+            if remote.get(file.name, {}).get("md5") == file.md5:
+                if done.get(file.name, {}).get("md5") != file.md5:
+                    done[file.name] = {"md5": file.md5, "size": file.size}
+                    self._save()
+                continue
+            if file.name in remote:
+                buckets.delete_object(self.client, bucket, file.name)
+            buckets.put_file(self.client, bucket, self.bundle, file)
+            done[file.name] = {"md5": file.md5, "size": file.size}
+            self._save()
+            self.changed = True
+
+    def _set_metadata(self, dep: Mapping[str, Any]) -> None:
+        if self.section.get("metadata_sha256") == self.metadata_sha:
+            return
+        self.client.json("PUT", f"{DEPOSITIONS}/{dep['id']}", expect=(200,),
+                         body=Body(json={"metadata": self.metadata}), what="set the metadata")
+        self.section["metadata_sha256"] = self.metadata_sha
+        self._save()
+        self.changed = True
+
+    def _verify(self, dep: Mapping[str, Any]) -> None:
+        listed = self.client.json("GET", f"{DEPOSITIONS}/{dep['id']}/files",
+                                  what="check the files") or []
+        remote = _remote_files({"files": listed})
+        problems = []
+        for file in self.bundle.files:
+            got = remote.get(file.name)
+            if got is None:
+                problems.append(f"{file.name} is missing")
+            elif got["md5"] != file.md5 or got.get("size") not in (None, file.size):
+                problems.append(f"{file.name} differs (md5 {got['md5']}, {got.get('size')} "
+                                f"bytes; local md5 {file.md5}, {file.size} bytes)")
+        extra = sorted(set(remote) - set(self.local))
+        problems += [f"{name} should not be there" for name in extra]
+        if problems:
+            done = self.section.get("files", {})
+            for name in list(done):
+                if name not in remote or remote[name]["md5"] != self.local.get(name):
+                    done.pop(name)
+            self._save()
+            raise PubflowError("Zenodo: the draft's files do not match the bundle, so it was "
+                               f"not published: {'; '.join(problems)}. Re-run to repair it")
+        log.info("Zenodo: all %d files present with the local checksums", len(self.local))
+
+    def _publish(self, dep: Mapping[str, Any]) -> dict[str, Any]:
+        with self.state.recording(self.endpoint, "publish", id=dep["id"],
+                                  metadata_sha256=self.metadata_sha):
+            published = self.client.json("POST", f"{DEPOSITIONS}/{dep['id']}/actions/publish",
+                                         expect=(202,), what="publish")
+        self._record_published(published, self.metadata_sha)
+        self.state.settle(self.endpoint)
+        self.changed = True
+        return published
+
+    def run(self) -> Outcome:
+        """Settle, then bring the deposit in line with the bundle (and publish if asked)."""
+        self._settle()
+        dep = self._draft()
+        if dep is not None:
+            self._sync_files(dep)
+            self._set_metadata(dep)
+            self._verify(dep)
+            if self.publish:
+                dep = self._publish(dep)
+        s = self.section
+        if s.get("draft"):
+            draft = s["draft"]
+            return Outcome(draft["id"], draft.get("html", ""), draft.get("reserved_doi"),
+                           published=False, changed=self.changed)
+        latest = s["latest"]
+        return Outcome(latest["id"], latest.get("url", ""), latest.get("doi"), published=True,
+                       changed=self.changed)
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+
+def plan_steps(
+    files: tuple[BundleFile, ...],
+    metadata: dict[str, Any],
+    section: Mapping[str, Any],
+    *,
+    base: str,
+    publish: bool,
+    new_version_of: int | None,
+) -> tuple[list[Step], list[str]]:
+    """The requests an upload would send, given what the state file records.
+
+    Returns:
+        The steps and notes for the reader.
+    """
+    api = f"{base}/{DEPOSITIONS}"
+    local = {f.name: f.md5 for f in files}
+    metadata_sha = digest(metadata)
+    steps: list[Step] = []
+    notes: list[str] = []
+    pending = section.get("pending")
+    if pending:
+        notes.append(f"a {pending['op']} request sent {pending['started']} has an unknown "
+                     "outcome: the upload first asks Zenodo what happened")
+        steps.append(Step("settle-pending", "GET",
+                          f"{api}?status=draft" if pending["op"] == "create"
+                          else f"{api}/{pending.get('id')}",
+                          note=f"did the pending {pending['op']} happen?"))
+    draft, latest = section.get("draft"), section.get("latest")
+    inherited: dict[str, str] = {}
+    if draft:
+        steps.append(Step("resume-draft", "GET", f"{api}/{draft['id']}",
+                          note="the draft recorded in the state file"))
+        dep_id, bucket = str(draft["id"]), draft["bucket"]
+        inherited = {k: v["md5"] for k, v in section.get("files", {}).items()}
+    elif latest or new_version_of:
+        latest_id = latest["id"] if latest else new_version_of
+        recorded = (latest or {}).get("fingerprint") or {}
+        if latest and recorded.get("files") == dict(sorted(local.items())) \
+                and recorded.get("metadata_sha256") in (None, metadata_sha):
+            notes.append(f"version {latest['id']} (DOI {latest.get('doi')}) already holds "
+                         "exactly these files and metadata: nothing would be sent")
+            return steps, notes
+        if not latest:
+            steps.append(Step("find-version", "GET", f"{api}/{latest_id}",
+                              note="--new-version-of: must be published"))
+        steps.append(Step("new-version", "POST", f"{api}/{latest_id}/actions/newversion",
+                          note="a new version of the same concept record, never a new record"))
+        steps.append(Step("open-draft", "GET", "{links.latest_draft}"))
+        dep_id, bucket = "{id}", "{links.bucket}"
+        inherited = dict((latest or {}).get("fingerprint", {}).get("files", {}))
+        for name in sorted(set(inherited) - set(local)):
+            steps.append(Step("remove-file", "DELETE", f"{bucket}/{name}",
+                              note="in the previous version, not in this one"))
+    else:
+        steps.append(Step("find-drafts", "GET", f"{api}?status=draft",
+                          note="drafts that exist before the creation (to recognise ours if "
+                               "the answer is lost)"))
+        steps.append(Step("create", "POST", api, body=METADATA,
+                          note="a new draft deposition; its links.bucket receives the files"))
+        dep_id, bucket = "{id}", "{links.bucket}"
+    for file in files:
+        if inherited.get(file.name) == file.md5:
+            continue
+        if file.name in inherited:
+            steps.append(Step("remove-file", "DELETE", f"{bucket}/{file.name}",
+                              note="changed since the previous version"))
+        steps.append(Step("upload", "PUT", f"{bucket}/{file.name}", body=f"files/{file.name}",
+                          note=f"{file.size} bytes, md5 {file.md5}: must match the md5 "
+                               "Zenodo reports"))
+    if not (draft and section.get("metadata_sha256") == metadata_sha):
+        steps.append(Step("set-metadata", "PUT", f"{api}/{dep_id}", body=METADATA))
+    steps.append(Step("verify", "GET", f"{api}/{dep_id}/files",
+                      note="every file present with the local md5 and size, nothing else"))
+    if publish:
+        steps.append(Step("publish", "POST", f"{api}/{dep_id}/actions/publish",
+                          note="registers the DOI; a published version can no longer change"))
+    else:
+        notes.append("the deposit stays a draft: review it on Zenodo, then re-run with "
+                     "--publish")
+    return steps, notes
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``zenodo`` subcommand's options."""
+    common.add_common_arguments(p, "zenodo", sandbox=SANDBOX, production=PRODUCTION)
+    z = p.add_argument_group("Zenodo")
+    z.add_argument("--publish", action="store_true",
+                   help="publish the deposit (registers the DOI; cannot be undone). Without "
+                        "it the deposit stays a draft to review")
+    z.add_argument("--new-version-of", type=int, metavar="ID",
+                   help="continue an existing concept record: the id of its latest published "
+                        "version (only needed when the state file does not know it)")
+    z.add_argument("--code-url", metavar="URL",
+                   help="the analysis code's repository, linked as isCompiledBy")
+    z.add_argument("--hepdata-url", metavar="URL",
+                   help="the HEPData record to link [default: from results/publish/hepdata]")
+    z.add_argument("--license", metavar="ID",
+                   help="Zenodo licence id [default: Publication.License.Name, lower-cased]")
+    z.add_argument("--upload-type", default="dataset",
+                   help="Zenodo upload type")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Write the bundle and plan; with ``--upload``, send them."""
+    opts = common.options(args, "zenodo", sandbox=SANDBOX, production=PRODUCTION)
+    redactor = Redactor()
+    token = credential(TOKEN_ENV, purpose=f"a {opts.kind} Zenodo personal access token with "
+                       "the deposit:write and deposit:actions scopes") if opts.upload else None
+    redactor.add(token)
+    with redacted_logging(redactor):
+        config = load_analysis(opts.config)
+        publication = config["Publication"]
+        files = sources(opts.results, opts.report)
+        datasets = config.get("Datasets")
+        workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
+        # the config and manifest travel inside the workflow archive: they too must be the
+        # validated ones
+        check_gate(opts.report, [*files.values(), *workflow_inputs])
+        state = State(opts.state_path, "zenodo", redactor)
+        found = links.discover(opts.publish_root, production=opts.production,
+                               hepdata=args.hepdata_url, code=args.code_url)
+        if not found.hepdata:
+            log.warning("Zenodo: no HEPData record to link yet (publish it first: `python -m "
+                        "steps.publish hepdata --upload`, or give --hepdata-url)")
+        names = ["pubflow-workflow.tar.gz", *files]
+        metadata = zenodo_metadata(publication, files=names, links=found,
+                                   license_id=args.license, upload_type=args.upload_type)
+        validate(metadata, "zenodo-metadata", f"{opts.config} (Publication, as Zenodo metadata)")
+        if args.publish and opts.production and not found.hepdata:
+            raise PubflowError("refusing to publish on Zenodo without the link to the HEPData "
+                               "record: publish HEPData first or give --hepdata-url")
+
+        def documents(bundle_files: tuple[BundleFile, ...]) -> dict[str, Any]:
+            steps, notes = plan_steps(bundle_files, metadata, state.peek(opts.base_url),
+                                      base=opts.base_url, publish=args.publish,
+                                      new_version_of=args.new_version_of)
+            plan = plan_document("zenodo", endpoint=opts.base_url, production=opts.production,
+                                 upload=opts.upload, publish=args.publish,
+                                 credentials={TOKEN_ENV: "Authorization: Bearer header"},
+                                 steps=steps, notes=notes)
+            validate(plan, "publish-plan", opts.out / "bundle" / PLAN)
+            return {METADATA: {"metadata": metadata}, PLAN: plan}
+
+        bundle = write_bundle(opts.out, files, documents, workflow_root=opts.root,
+                              workflow_extra=workflow_inputs)
+        if not opts.upload:
+            log.info("dry run: bundle and plan (%d requests) in %s; nothing was sent",
+                     len(bundle.documents[PLAN]["requests"]), bundle.path)
+            return
+        client = Client("Zenodo", opts.base_url, redactor=redactor, policy=opts.policy,
+                        headers={"Authorization": f"Bearer {token}"})
+        try:
+            with state.locked():
+                publisher = ZenodoPublisher(client, state, bundle, metadata,
+                                            publish=args.publish,
+                                            new_version_of=args.new_version_of,
+                                            production=opts.production)
+                outcome = common.resumable(publisher.run, opts.policy, "Zenodo")
+        finally:
+            client.close()
+        status = "published" if outcome.published else "draft (not public; --publish to publish)"
+        log.info("Zenodo %s: deposition %s, %s, DOI %s%s", opts.kind, outcome.deposition,
+                 status, outcome.doi or "(none yet)", f", {outcome.url}" if outcome.url else "")
