@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,29 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def declared_inputs() -> tuple[list[str], list[str]]:
     """Files and directories reana.yaml declares: all a REANA workspace will hold."""
-    spec = yaml.safe_load((REPO / "reana.yaml").read_text())
-    files = [*spec["inputs"]["files"], "reana.yaml", *spec.get("tests", {}).get("files", [])]
-    return files, list(spec["inputs"]["directories"])
+    from steps.reproduce import declared_inputs as declared
 
-
-def venv_env() -> dict[str, str]:
-    """Environment in which `python` and `snakemake` are this interpreter's."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = ""
-    return env
+    return declared(REPO)
 
 
 def copy_checkout(dest: Path) -> Path:
     """Copy only what reana.yaml declares into ``dest``, as REANA's workspace would hold."""
-    files, dirs = declared_inputs()
-    for name in files:
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, dest / name)
-    for name in dirs:
-        shutil.copytree(REPO / name, dest / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dest
+    from steps.reproduce import stage_workspace
+
+    return stage_workspace(REPO, dest)
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900
