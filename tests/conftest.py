@@ -20,6 +20,14 @@ def declared_inputs() -> tuple[list[str], list[str]]:
     return declared(REPO)
 
 
+def venv_env() -> dict[str, str]:
+    """Environment in which `python` and `snakemake` are this interpreter's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = ""
+    return env
+
+
 def copy_checkout(dest: Path) -> Path:
     """Copy only what reana.yaml declares into ``dest``, as REANA's workspace would hold."""
     from steps.reproduce import stage_workspace
