@@ -29,6 +29,11 @@ def local_file(path):
     return [] if layout.is_remote(path) else path
 
 
+# Every rule's shell starts with `mkdir -p $(dirname {log})`: REANA 0.9's executor, unlike
+# local Snakemake, creates no output or log directory before a job (the steps make their
+# output directories themselves).
+
+
 def image(environment):
     """The container image a rule runs in on REANA."""
     return f"docker://{IMAGE_PREFIX}-{environment}:{IMAGE_TAG}"

@@ -17,7 +17,7 @@ rule publish_hepdata:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "python -m steps.publish hepdata --dry-run --report {input.report}"
+        "mkdir -p $(dirname {log}) && python -m steps.publish hepdata --dry-run --report {input.report}"
         " --archive {input.archive} 2> {log}"
 
 
@@ -43,7 +43,7 @@ rule publish_zenodo:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "python -m steps.publish zenodo --dry-run --config {input.config}"
+        "mkdir -p $(dirname {log}) && python -m steps.publish zenodo --dry-run --config {input.config}"
         " --report {input.report} 2> {log}"
 
 
@@ -62,7 +62,7 @@ rule publish_cap:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "python -m steps.publish cap --dry-run --config {input.config}"
+        "mkdir -p $(dirname {log}) && python -m steps.publish cap --dry-run --config {input.config}"
         " --report {input.report} 2> {log}"
 
 

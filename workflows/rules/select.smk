@@ -17,7 +17,7 @@ rule select:
     params:
         ntuple=lambda wildcards: SELECT_JOBS[wildcards.job],
     shell:
-        "python -m steps.select --config {input.config} --input {params.ntuple}"
+        "mkdir -p $(dirname {log}) && python -m steps.select --config {input.config} --input {params.ntuple}"
         " --output {output.partial} 2> {log}"
 
 
@@ -35,5 +35,5 @@ rule merge:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "python -m steps.merge --config {input.config} --partials {input.partials}"
+        "mkdir -p $(dirname {log}) && python -m steps.merge --config {input.config} --partials {input.partials}"
         " --output {output.histograms} --summary {output.summary} 2> {log}"

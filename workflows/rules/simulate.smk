@@ -12,4 +12,5 @@ rule simulate:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "python -m steps.simulate --config {input.config} --output {output.ntuple} 2> {log}"
+        "mkdir -p $(dirname {log}) && python -m steps.simulate --config {input.config}"
+        " --output {output.ntuple} 2> {log}"
