@@ -101,32 +101,39 @@ def _pubflow_message(err: PubflowError) -> str:
     return text[len(prefix):] if prefix and text.startswith(prefix) else text
 
 
-def check_config(path: str | Path) -> Check:
-    """The analysis config, loaded as every step loads it."""
-    check = _begin(path, f"pubflow {__version__} (steps.config.load_analysis)")
+def _check_loaded(path: str | Path, loader: Callable[[str | Path], Any], loader_name: str,
+                  summarise: Callable[[Any], str]) -> Check:
+    """An input loaded as every step loads it, by ``loader`` (``steps.config.<loader_name>``).
+
+    Args:
+        path: The input.
+        loader: The loader; its PubflowError is the problem.
+        loader_name: Its name in :mod:`steps.config`, for the check's tool.
+        summarise: What the loaded input holds, for the report.
+    """
+    check = _begin(path, f"pubflow {__version__} (steps.config.{loader_name})")
     if check.valid:
         try:
-            config = load_analysis(path)
+            loaded = loader(path)
         except PubflowError as err:
             check.fail(_pubflow_message(err))
         else:
-            check.summary = (f"{_count(len(config['Regions']), 'region')}, "
-                             f"{_count(len(config['Samples']), 'sample')}, "
-                             f"POI {config['General']['POI']}")
+            check.summary = summarise(loaded)
     return check
+
+
+def check_config(path: str | Path) -> Check:
+    """The analysis config, loaded as every step loads it."""
+    return _check_loaded(path, load_analysis, "load_analysis",
+                         lambda config: (f"{_count(len(config['Regions']), 'region')}, "
+                                         f"{_count(len(config['Samples']), 'sample')}, "
+                                         f"POI {config['General']['POI']}"))
 
 
 def check_datasets(path: str | Path) -> Check:
     """The dataset manifest, loaded as every step loads it."""
-    check = _begin(path, f"pubflow {__version__} (steps.config.load_datasets)")
-    if check.valid:
-        try:
-            manifest = load_datasets(path)
-        except PubflowError as err:
-            check.fail(_pubflow_message(err))
-        else:
-            check.summary = f"{_count(len(manifest['files']), 'input file')} listed"
-    return check
+    return _check_loaded(path, load_datasets, "load_datasets",
+                         lambda manifest: f"{_count(len(manifest['files']), 'input file')} listed")
 
 
 def schema_message(err: Exception) -> str:

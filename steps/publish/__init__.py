@@ -12,6 +12,8 @@ analysis. Modules, each with one job:
 * :mod:`~steps.publish.metadata`, :mod:`~steps.publish.links`: record metadata and links;
 * :mod:`~steps.publish.plan`: the request plan a dry run writes;
 * :mod:`~steps.publish.buckets`: checked file uploads to Invenio buckets (Zenodo, CAP);
+* :mod:`~steps.publish.publisher`: what the three flows' runs share (the state section,
+  settling a pending request, the deposit flow of Zenodo and CAP);
 * :mod:`~steps.publish.hepdata`, :mod:`~steps.publish.zenodo`, :mod:`~steps.publish.cap`:
   the three flows;
 * :mod:`~steps.publish.common`: shared options and the run-or-resume loop.

@@ -39,9 +39,10 @@ from steps.errors import PubflowError
 from steps.publish import buckets, common, links
 from steps.publish.bundle import WORKFLOW_ARCHIVE, Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client, PermanentHttpError
+from steps.publish.http import Body, Client
 from steps.publish.metadata import cap_metadata, digest
 from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.publisher import DepositPublisher
 from steps.publish.secrets import Redactor, credential, redacted_logging
 from steps.publish.state import State, utc_now
 
@@ -91,89 +92,56 @@ class Outcome:
     changed: bool
 
 
-class CAPPublisher:
+class CAPPublisher(DepositPublisher[Outcome]):
     """One run of the CAP flow, resumable from the state file.
 
+    It takes :class:`~steps.publish.publisher.DepositPublisher`'s arguments, and:
+
     Args:
-        client: The HTTP client (with the token).
-        state: The state file.
-        bundle: The files to attach.
-        metadata: The deposit metadata (schema-checked).
         schema: CAP analysis schema (``$ana_type``).
-        publish: Whether to publish at the end.
         pid: An existing deposit to use (when the state has none).
-        production: Whether the endpoint is the real CAP.
     """
+
+    service = "CAP"
+    collection = DEPOSITS
 
     def __init__(self, client: Client, state: State, bundle: Bundle, metadata: dict[str, Any],
                  *, schema: str, publish: bool, pid: str | None, production: bool) -> None:
-        self.client = client
-        self.state = state
-        self.endpoint = client.base_url
-        self.bundle = bundle
-        self.metadata = metadata
-        self.metadata_sha = digest(metadata)
-        self.local = {f.name: f.md5 for f in bundle.files}
+        super().__init__(client, state, bundle, metadata, publish=publish,
+                         production=production)
         self.schema = schema
-        self.publish = publish
         self.pid = pid
-        self.changed = False
-        self.section["production"] = production
-
-    @property
-    def section(self) -> dict[str, Any]:
-        """This endpoint's record in the state file."""
-        return self.state.section(self.endpoint)
-
-    def _fingerprint(self) -> dict[str, Any]:
-        return {"files": dict(sorted(self.local.items())), "metadata_sha256": self.metadata_sha}
-
-    def _get(self, pid: str) -> dict[str, Any] | None:
-        try:
-            return self.client.json("GET", f"{DEPOSITS}/{pid}", what="the deposit")
-        except PermanentHttpError as err:
-            if err.status in (404, 410):
-                return None
-            raise
 
     def _my_drafts(self) -> list[dict[str, Any]]:
         answer = self.client.json("GET", f"{DEPOSITS}/", what="list my drafts",
                                   params={"q": "", "by_me": "True", "size": str(PAGE_SIZE)})
         return list(((answer or {}).get("hits") or {}).get("hits") or [])
 
-    def _settle(self) -> None:
-        pending = self.state.pending(self.endpoint)
-        if not pending:
-            return
+    def _settle_pending(self, pending: dict[str, Any]) -> None:
         s = self.section
         if pending["op"] == "create":
-            new = [d for d in self._my_drafts()
-                   if d.get("id") not in set(pending.get("known", []))
-                   and (d.get("metadata") or {}).get("general_title") == pending["title"]]
-            if len(new) > 1:
-                raise PubflowError(
-                    f"CAP: several new drafts titled {pending['title']!r} "
-                    f"({', '.join(str(d['id']) for d in new)}) appeared while the creation's "
-                    "outcome was unknown: delete all but one, then re-run with --pid",
-                    path=self.state.path)
-            if new:
-                log.info("CAP: the lost creation did happen: adopting %s", new[0]["id"])
-                s["deposit"] = _describe(new[0])
+            known = set(pending.get("known", []))
+            created = self._created_in_doubt(
+                [d for d in self._my_drafts() if d.get("id") not in known
+                 and (d.get("metadata") or {}).get("general_title") == pending["title"]],
+                pending["title"], ", then re-run with --pid")
+            if created is not None:
+                log.info("CAP: the lost creation did happen: adopting %s", created["id"])
+                s["deposit"] = _describe(created)
                 s["files"] = {}
         elif pending["op"] in ("publish", "edit"):
-            dep = self._get(pending["pid"])
+            dep = self._get(pending["pid"], "the deposit")
             if dep is not None:
                 s["deposit"] = _describe(dep)
                 if pending["op"] == "publish" and dep.get("status") == "published":
                     s["published"] = {"recid": dep.get("recid"), "at": utc_now(),
                                       "fingerprint": pending.get("fingerprint")}
-        self.state.settle(self.endpoint)
 
-    def _deposit(self) -> dict[str, Any] | None:
+    def _open(self) -> dict[str, Any] | None:
         """The draft to fill, or None when the published deposit is up to date."""
         s = self.section
         pid = (s.get("deposit") or {}).get("pid") or self.pid
-        dep = self._get(pid) if pid else None
+        dep = self._get(pid, "the deposit") if pid else None
         if pid and dep is None:
             if s.get("deposit"):
                 log.warning("CAP: deposit %s no longer exists; starting over", pid)
@@ -232,20 +200,15 @@ class CAPPublisher:
             done[file.name] = {"md5": file.md5, "size": file.size}
             self.state.save()
 
-    def _patch_metadata(self, dep: Mapping[str, Any]) -> None:
-        if self.section.get("metadata_sha256") == self.metadata_sha:
-            return
+    def _send_metadata(self, dep: Mapping[str, Any]) -> None:
         # "add" replaces a member that exists: the patch gives the same result when repeated.
         self.client.json("PATCH", f"{DEPOSITS}/{dep['id']}", expect=(200,), idempotent=True,
                          body=Body(data=json.dumps(patch_ops(self.metadata)),
                                    content_type=PATCH_TYPE),
                          what="set the metadata")
-        self.section["metadata_sha256"] = self.metadata_sha
-        self.state.save()
-        self.changed = True
 
     def _verify(self, dep: Mapping[str, Any]) -> None:
-        fresh = self._get(dep["id"]) or {}
+        fresh = self._get(dep["id"], "the deposit") or {}
         remote = _remote_files(fresh)
         problems = [f"{f.name} is missing" if f.name not in remote
                     else f"{f.name} differs (md5 {remote[f.name]['md5']}, local {f.md5})"
@@ -272,16 +235,7 @@ class CAPPublisher:
         self.changed = True
         log.info("CAP: published %s", dep["id"])
 
-    def run(self) -> Outcome:
-        """Settle, then bring the deposit in line with the bundle (and publish if asked)."""
-        self._settle()
-        dep = self._deposit()
-        if dep is not None:
-            self._sync_files(dep)
-            self._patch_metadata(dep)
-            self._verify(dep)
-            if self.publish:
-                self._publish(dep)
+    def _outcome(self) -> Outcome:
         deposit = self.section["deposit"]
         return Outcome(deposit["pid"], deposit.get("html", ""),
                        deposit.get("status") == "published", self.changed)

@@ -42,6 +42,7 @@ from steps.publish.bundle import Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
 from steps.publish.http import Body, Client
 from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.publisher import Publisher
 from steps.publish.secrets import Redactor, credential, optional_credential, redacted_logging
 from steps.publish.state import State, utc_now
 
@@ -112,7 +113,7 @@ def form_fields(*, email: str, password: str, sandbox: bool, recid: int | None,
     return fields
 
 
-class HEPDataPublisher:
+class HEPDataPublisher(Publisher):
     """One upload, resumable from the state file.
 
     Args:
@@ -127,25 +128,17 @@ class HEPDataPublisher:
 
     def __init__(self, client: Client, state: State, bundle: Bundle, fields: dict[str, str],
                  *, recid: int | None, discard_pending: bool, production: bool) -> None:
-        self.client = client
-        self.state = state
-        self.endpoint = client.base_url
-        self.bundle = bundle
         self.fields = fields
         self.recid = recid
         self.discard_pending = discard_pending
-        self.production = production
         self.archive: BundleFile = bundle.by_name()[ARCHIVE_NAME]
-        self.state.section(self.endpoint)["production"] = production
+        super().__init__(client, state, bundle, production=production)
 
-    def _settle(self) -> None:
-        pending = self.state.pending(self.endpoint)
-        if not pending:
-            return
+    def _settle_pending(self, pending: dict[str, Any]) -> None:
         if self.recid is not None:
             log.info("HEPData: adopting record %s for the upload whose answer was lost",
                      self.recid)
-            self.state.section(self.endpoint)["record"] = {
+            self.section["record"] = {
                 "recid": self.recid, "url": None, "sha256": None, "sandbox": not self.production}
         elif not self.discard_pending:
             raise PubflowError(
@@ -153,12 +146,11 @@ class HEPDataPublisher:
                 f"created a new sandbox record. Look at {self.endpoint}/record/sandbox: if a "
                 "record with this submission is there, re-run with --recid <its number>; if "
                 "there is none, re-run with --discard-pending", path=self.state.path)
-        self.state.settle(self.endpoint)
 
     def run(self) -> dict[str, Any]:
         """Upload unless this archive is already in the record; return the record."""
         self._settle()
-        s = self.state.section(self.endpoint)
+        s = self.section
         record = s.get("record") or {}
         recid = self.recid if self.recid is not None else record.get("recid")
         if recid is not None and record.get("recid") not in (None, recid):

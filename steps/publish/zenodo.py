@@ -35,9 +35,10 @@ from steps.errors import PubflowError
 from steps.publish import buckets, common, links
 from steps.publish.bundle import Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client, PermanentHttpError
+from steps.publish.http import Body, Client
 from steps.publish.metadata import digest, zenodo_metadata
 from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.publisher import DepositPublisher, fingerprint
 from steps.publish.secrets import Redactor, credential, redacted_logging
 from steps.publish.state import State, utc_now
 
@@ -77,9 +78,12 @@ def sources(results: Path, report: Path) -> dict[str, Path]:
     return found
 
 
-def fingerprint(files: Mapping[str, str], metadata_sha: str | None) -> dict[str, Any]:
-    """What identifies a version: its files' md5 by name, and its metadata's digest."""
-    return {"files": dict(sorted(files.items())), "metadata_sha256": metadata_sha}
+def _holds(latest: Mapping[str, Any], files: Mapping[str, str], metadata_sha: str) -> bool:
+    """Whether the published version ``latest`` already holds these files and metadata (a
+    version recorded without its metadata's digest is taken to hold any metadata)."""
+    recorded = latest.get("fingerprint") or {}
+    return (recorded.get("files") == dict(sorted(files.items()))
+            and recorded.get("metadata_sha256") in (None, metadata_sha))
 
 
 def _describe_draft(dep: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,51 +119,28 @@ class Outcome:
     changed: bool
 
 
-class ZenodoPublisher:
+class ZenodoPublisher(DepositPublisher[Outcome]):
     """One run of the Zenodo flow against one endpoint, resumable from the state file.
 
+    It takes :class:`~steps.publish.publisher.DepositPublisher`'s arguments, and:
+
     Args:
-        client: The HTTP client (with the token).
-        state: The state file.
-        bundle: The bundle to deposit.
-        metadata: The deposition metadata (schema-checked).
-        publish: Whether to publish at the end.
         new_version_of: A published deposition to continue (when the state has none).
-        production: Whether the endpoint is the real Zenodo.
     """
+
+    service = "Zenodo"
+    collection = DEPOSITIONS
 
     def __init__(self, client: Client, state: State, bundle: Bundle, metadata: dict[str, Any],
                  *, publish: bool, new_version_of: int | None, production: bool) -> None:
-        self.client = client
-        self.state = state
-        self.endpoint = client.base_url
-        self.bundle = bundle
-        self.metadata = metadata
-        self.metadata_sha = digest(metadata)
-        self.local = {f.name: f.md5 for f in bundle.files}
-        self.publish = publish
+        super().__init__(client, state, bundle, metadata, publish=publish,
+                         production=production)
         self.new_version_of = new_version_of
-        self.changed = False
-        self.section["production"] = production
-
-    @property
-    def section(self) -> dict[str, Any]:
-        """This endpoint's record in the state file."""
-        return self.state.section(self.endpoint)
 
     def _save(self) -> None:
         self.state.save()
 
     # -- what exists ------------------------------------------------------------------------
-
-    def _get(self, dep_id: int | str, what: str) -> dict[str, Any] | None:
-        """A deposition, or None if Zenodo no longer has it."""
-        try:
-            return self.client.json("GET", f"{DEPOSITIONS}/{dep_id}", what=what)
-        except PermanentHttpError as err:
-            if err.status in (404, 410):
-                return None
-            raise
 
     def _drafts(self) -> list[dict[str, Any]]:
         """The account's unpublished depositions."""
@@ -192,24 +173,17 @@ class ZenodoPublisher:
 
     # -- pending requests -------------------------------------------------------------------
 
-    def _settle(self) -> None:
-        """Find out what a request recorded as pending did, and record it."""
-        pending = self.state.pending(self.endpoint)
-        if not pending:
-            return
+    def _settle_pending(self, pending: dict[str, Any]) -> None:
         if pending["op"] == "create":
-            new = [d for d in self._drafts()
-                   if d["id"] not in set(pending.get("known_drafts", []))
-                   and (d.get("metadata") or {}).get("title", d.get("title")) == pending["title"]]
-            if len(new) > 1:
-                raise PubflowError(
-                    f"Zenodo: several new drafts titled {pending['title']!r} "
-                    f"({', '.join(str(d['id']) for d in new)}) appeared while the creation's "
-                    "outcome was unknown: delete all but one in Zenodo's web interface, then "
-                    "re-run", path=self.state.path)
-            if new:
-                log.info("Zenodo: the lost creation did happen: adopting draft %s", new[0]["id"])
-                self.section["draft"] = _describe_draft(new[0])
+            known = set(pending.get("known_drafts", []))
+            created = self._created_in_doubt(
+                [d for d in self._drafts() if d["id"] not in known
+                 and (d.get("metadata") or {}).get("title", d.get("title")) == pending["title"]],
+                pending["title"], " in Zenodo's web interface, then re-run")
+            if created is not None:
+                log.info("Zenodo: the lost creation did happen: adopting draft %s",
+                         created["id"])
+                self.section["draft"] = _describe_draft(created)
                 self.section["files"] = {}
             else:
                 log.info("Zenodo: the lost creation did not happen")
@@ -220,16 +194,10 @@ class ZenodoPublisher:
                 self._record_published(dep, pending.get("metadata_sha256"))
             else:
                 log.info("Zenodo: the lost publication did not happen")
-        self.state.settle(self.endpoint)
 
     # -- the draft --------------------------------------------------------------------------
 
-    def _up_to_date(self, latest: Mapping[str, Any]) -> bool:
-        recorded = latest.get("fingerprint") or {}
-        same_meta = recorded.get("metadata_sha256") in (None, self.metadata_sha)
-        return recorded.get("files") == dict(sorted(self.local.items())) and same_meta
-
-    def _draft(self) -> dict[str, Any] | None:
+    def _open(self) -> dict[str, Any] | None:
         """The draft to fill (resumed, created or a new version), or None if up to date."""
         s = self.section
         if s.get("draft"):
@@ -257,7 +225,7 @@ class ZenodoPublisher:
             self._save()
             latest = s["latest"]
         if latest is not None:
-            if self._up_to_date(latest):
+            if _holds(latest, self.local, self.metadata_sha):
                 log.info("Zenodo: version %s (DOI %s) already holds exactly these files and "
                          "metadata: nothing to do", latest["id"], latest.get("doi"))
                 return None
@@ -318,14 +286,9 @@ class ZenodoPublisher:
             self._save()
             self.changed = True
 
-    def _set_metadata(self, dep: Mapping[str, Any]) -> None:
-        if self.section.get("metadata_sha256") == self.metadata_sha:
-            return
+    def _send_metadata(self, dep: Mapping[str, Any]) -> None:
         self.client.json("PUT", f"{DEPOSITIONS}/{dep['id']}", expect=(200,),
                          body=Body(json={"metadata": self.metadata}), what="set the metadata")
-        self.section["metadata_sha256"] = self.metadata_sha
-        self._save()
-        self.changed = True
 
     def _verify(self, dep: Mapping[str, Any]) -> None:
         listed = self.client.json("GET", f"{DEPOSITIONS}/{dep['id']}/files",
@@ -361,16 +324,7 @@ class ZenodoPublisher:
         self.changed = True
         return published
 
-    def run(self) -> Outcome:
-        """Settle, then bring the deposit in line with the bundle (and publish if asked)."""
-        self._settle()
-        dep = self._draft()
-        if dep is not None:
-            self._sync_files(dep)
-            self._set_metadata(dep)
-            self._verify(dep)
-            if self.publish:
-                dep = self._publish(dep)
+    def _outcome(self) -> Outcome:
         s = self.section
         if s.get("draft"):
             draft = s["draft"]
@@ -420,9 +374,7 @@ def plan_steps(
         inherited = {k: v["md5"] for k, v in section.get("files", {}).items()}
     elif latest or new_version_of:
         latest_id = latest["id"] if latest else new_version_of
-        recorded = (latest or {}).get("fingerprint") or {}
-        if latest and recorded.get("files") == dict(sorted(local.items())) \
-                and recorded.get("metadata_sha256") in (None, metadata_sha):
+        if latest and _holds(latest, local, metadata_sha):
             notes.append(f"version {latest['id']} (DOI {latest.get('doi')}) already holds "
                          "exactly these files and metadata: nothing would be sent")
             return steps, notes

@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonpatch
 
-from .fakes import FakeService, Request, Response, bearer, error, md5
+from .fakes import FakeService, Request, Response, bearer, bucket_change, error, md5
 
 
 @dataclass
@@ -132,15 +132,7 @@ class FakeCAP(FakeService):
         dep = next((d for d in self.deposits.values() if d.bucket == bucket), None)
         if dep is None:
             return error(404, "Bucket does not exist.")
-        if request.method in ("PUT", "DELETE") and dep.status == "published":
-            return error(403, "Bucket is locked for modifications.")
-        if request.method == "PUT":
-            dep.files[key] = request.body
-            return Response.json(200, {"key": key, "size": len(request.body),
-                                       "checksum": f"md5:{md5(request.body)}",
-                                       "is_head": True, "delete_marker": False})
-        if request.method == "DELETE":
-            if dep.files.pop(key, None) is None:
-                return error(404, "Object does not exists.")
-            return Response(204)
+        changed = bucket_change(request, dep.files, key, locked=dep.status == "published")
+        if changed is not None:
+            return changed
         return error(405, "Method not allowed")

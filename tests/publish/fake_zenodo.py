@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .fakes import FakeService, Request, Response, bearer, error, md5
+from .fakes import FakeService, Request, Response, bearer, bucket_change, error, md5
 
 UPLOAD_TYPES = {"publication", "poster", "presentation", "dataset", "image", "video",
                 "software", "lesson", "physicalobject", "other"}
@@ -262,26 +262,19 @@ class FakeZenodo(FakeService):
         if bucket not in self.buckets:
             return error(404, "Bucket does not exist.")
         owner = next(d for d in self.depositions.values() if d.bucket == bucket)
-        if request.method == "PUT":
-            if owner.submitted:
-                return error(403, "Bucket is locked for modifications.")
-            data = request.body
+
+        def stored(data: bytes) -> bytes:
             if name in self.corrupt_next:
                 self.corrupt_next.discard(name)
                 data = data[:-1] + bytes([data[-1] ^ 1])
-            self.buckets[bucket][name] = data
-            return Response.json(200, {
-                "key": name, "size": len(data), "checksum": f"md5:{md5(data)}",
-                "mimetype": "application/octet-stream", "is_head": True, "delete_marker": False,
-                "version_id": str(uuid.uuid4()),
-                "links": {"self": self._api(f"files/{bucket}/{name}")}})
-        if request.method == "DELETE":
-            if owner.submitted:
-                return error(403, "Bucket is locked for modifications.")
-            if name not in self.buckets[bucket]:
-                return error(404, "Object does not exists.")
-            del self.buckets[bucket][name]
-            return Response(204)
+            return data
+
+        changed = bucket_change(request, self.buckets[bucket], name, locked=owner.submitted,
+                                stored=stored, mimetype="application/octet-stream",
+                                version_id=str(uuid.uuid4()),
+                                links={"self": self._api(f"files/{bucket}/{name}")})
+        if changed is not None:
+            return changed
         if request.method == "GET":
             if name not in self.buckets[bucket]:
                 return error(404, "Object does not exists.")

@@ -74,6 +74,34 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def bucket_change(request: Request, objects: dict[str, bytes], key: str, *, locked: bool,
+                  stored: Callable[[bytes], bytes] | None = None,
+                  **answer: Any) -> Response | None:
+    """``PUT`` or ``DELETE`` of ``{bucket}/{key}`` as Invenio-Files-REST (Zenodo's and CAP's
+    files API) answers it; None for any other method, which the fake answers itself.
+
+    Args:
+        request: The request.
+        objects: The bucket's objects (name -> content), changed here.
+        key: The object's name.
+        locked: Whether the bucket belongs to a published deposit (no changes: 403).
+        stored: What is stored of the uploaded body (default: the body itself).
+        answer: Further fields of the answer to a ``PUT``.
+    """
+    if request.method not in ("PUT", "DELETE"):
+        return None
+    if locked:
+        return error(403, "Bucket is locked for modifications.")
+    if request.method == "PUT":
+        data = request.body if stored is None else stored(request.body)
+        objects[key] = data
+        return Response.json(200, {"key": key, "size": len(data), "checksum": f"md5:{md5(data)}",
+                                   **answer, "is_head": True, "delete_marker": False})
+    if objects.pop(key, None) is None:
+        return error(404, "Object does not exists.")
+    return Response(204)
+
+
 class FakeService:
     """A fake web service on ``127.0.0.1`` (ephemeral port), run in a thread."""
 
