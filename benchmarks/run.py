@@ -130,6 +130,12 @@ def run_child(kind: str, config_path: str, ntuple: str) -> dict[str, Any]:
 
     config = load_analysis(config_path)
     templates = [t for t in select.templates(config) if ntuple in t.paths]
+    # every contender pays its imports before the clock starts: the per-file work is timed
+    import boost_histogram  # noqa: F401
+    import cabinetry.contrib.histogram_creator
+    import tqdm  # noqa: F401
+    import uproot
+    cpu0 = time.process_time()
     if kind == "select":
         start = time.perf_counter()
         select.fill_file(ntuple, templates)
@@ -162,7 +168,8 @@ def run_child(kind: str, config_path: str, ntuple: str) -> dict[str, Any]:
         shutil.rmtree(folder)
     else:
         raise ValueError(kind)
-    return {"seconds": seconds, "rss_mb": _rss_mb(), "histograms": len(templates)}
+    return {"seconds": seconds, "cpu_s": time.process_time() - cpu0, "rss_mb": _rss_mb(),
+            "histograms": len(templates)}
 
 
 def fit_child(kind: str, workspace: str, patchset: str, mass: int) -> dict[str, Any]:
@@ -204,7 +211,8 @@ def bench_selection(work: Path, base: dict[str, Any], sizes: list[int]) -> list[
         floor, _ = timed_child(["floor", str(cfg), ntuple], work)
         cab, _ = timed_child(["cabinetry", str(cfg), ntuple], work)
         rows.append({"events": n, "histograms": sel["histograms"],
-                     "select_s": sel["seconds"], "floor_s": floor["seconds"],
+                     "select_s": sel["seconds"], "select_cpu_s": sel["cpu_s"],
+                     "floor_s": floor["seconds"], "floor_cpu_s": floor["cpu_s"],
                      "cabinetry_s": cab["seconds"], "select_rss_mb": sel["rss_mb"],
                      "floor_rss_mb": floor["rss_mb"], "cabinetry_rss_mb": cab["rss_mb"]})
         print(f"  {n:>9,} events: select {sel['seconds']:.2f} s, floor {floor['seconds']:.2f} s,"
@@ -278,8 +286,11 @@ def table(results: dict[str, Any]) -> str:
     sel = results["selection"]
     for r in sel:
         n = r["events"]
-        rate = n / r["select_s"] / 1e6
-        row(f"select {n:.0e} ev: events/s/core", f"{rate:.2f} M", "-", True)
+        rate = n / r["select_cpu_s"] / 1e6
+        row(f"select {n:.0e} ev: events per CPU-second", f"{rate:.2f} M "
+            f"(wall {n / r['select_s'] / 1e6:.2f} M/s with read-ahead)", "-", True)
+        row(f"select / floor CPU time at {n:.0e}",
+            f"{r['select_cpu_s'] / r['floor_cpu_s']:.2f}x", "-", True)
         row(f"select / floor at {n:.0e}", f"{r['select_s'] / r['floor_s']:.2f}x",
             "<= 1.25x at 1e7", r["select_s"] / r["floor_s"] <= 1.25 or n < max(
                 x["events"] for x in sel))
