@@ -166,8 +166,7 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
         sample = by_name.get(entry["Name"])
         if sample is None:
             raise ValueError(f"Simulation.Samples: {entry['Name']!r} is not a sample in Samples")
-        paths = [template_paths(config, config["Regions"][0], sample, {}, None)[i]
-                 for i in range(len(_as_list(sample.get("SamplePath", ""))))]
+        paths = template_paths(config, config["Regions"][0], sample, {}, None)
         total = entry["Events"]
         for i, path in enumerate(paths):
             share = total // len(paths) + (1 if i < total % len(paths) else 0)
@@ -175,9 +174,8 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
                          "Files": len(paths)}
     scan = config.get("Scan")
     if scan:
-        for m in scan["Masses"]:
-            path = normalize(config["General"]["InputPath"].replace(
-                "{SamplePath}", scan["SamplePath"].format(mass=m)))
+        for m, sample in zip(scan["Masses"], _scan_samples(config, scan["Masses"]), strict=True):
+            [path] = template_paths(config, config["Regions"][0], sample, {}, None)
             out[path] = {
                 "Name": scan_sample_name(config, m),
                 "Process": "breit_wigner",
