@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
 
 from steps.errors import PubflowError
 
@@ -20,7 +22,44 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--log", metavar="FILE", type=Path,
+                   help="also write every message to FILE (a workflow rule's log file)")
     return p
+
+
+class _Tee:
+    """A text stream writing to several: stderr and the job's log file.
+
+    On REANA, ``reana-client logs`` shows a job's own stderr, and Snakemake keeps the rule's
+    ``log:`` file; a shell ``2> log`` would leave the first empty.
+    """
+
+    def __init__(self, *streams: TextIO) -> None:
+        self._streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self._streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self._streams:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._streams[0].fileno()
+
+
+def _tee_stderr(path: Path) -> None:
+    """Send all that goes to ``sys.stderr`` (logging, warnings, tracebacks) also to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # REANA makes no directory before a job
+    # Line-buffered and left open: the interpreter flushes sys.stderr as it shuts down,
+    # after atexit handlers, so a file closed there would make that flush fail.
+    log_file = open(path, "w", buffering=1)  # noqa: SIM115
+    sys.stderr = _Tee(sys.stderr, log_file)  # type: ignore[assignment]
 
 
 def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
@@ -38,10 +77,14 @@ def run(
 ) -> int:
     """Parse arguments, run ``main`` and turn a ``PubflowError`` into one line and exit 1."""
     args = build_parser().parse_args(argv)
+    teed = getattr(args, "log", None) is not None
+    if teed:
+        _tee_stderr(args.log)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
+        force=teed,  # a handler made earlier would still write to the old stderr
     )
     # cabinetry and pyhf are chatty at INFO; their details belong in --verbose
     for noisy in ("cabinetry", "pyhf", "matplotlib", "PIL"):

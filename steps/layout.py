@@ -1,7 +1,8 @@
 """What the workflow's DAG is made of, derived from the analysis config.
 
-Standard library and PyYAML only: the Snakefile imports this module, and on REANA the
-Snakefile is evaluated by the workflow engine, which has neither numpy nor cabinetry.
+Standard library and PyYAML only, and Python 3.8: the Snakefile imports this module, and on
+REANA the Snakefile is evaluated by the workflow engine (Python 3.8 on REANA 0.9, 3.12 on
+0.95), which has neither numpy nor cabinetry. ``tests/test_engine.py`` checks the floor.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 import yaml
 
-Config = dict[str, Any]
+Config = Dict[str, Any]  # evaluated at import: 3.8 has no dict[...]
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -149,7 +150,7 @@ def select_jobs(config: Config) -> dict[str, str]:
     stems = [Path(p).stem for p in files]
     return {
         _slug(stem if stems.count(stem) == 1 else str(Path(p).with_suffix(""))): p
-        for stem, p in zip(stems, files, strict=True)
+        for stem, p in zip(stems, files)
     }
 
 
@@ -174,7 +175,7 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
                          "Files": len(paths)}
     scan = config.get("Scan")
     if scan:
-        for m, sample in zip(scan["Masses"], _scan_samples(config, scan["Masses"]), strict=True):
+        for m, sample in zip(scan["Masses"], _scan_samples(config, scan["Masses"])):
             [path] = template_paths(config, config["Regions"][0], sample, {}, None)
             out[path] = {
                 "Name": scan_sample_name(config, m),

@@ -1,6 +1,7 @@
 # Shared set-up: the config is validated at the door, and the DAG's scatter dimensions
 # (input files, simulated samples, scan masses) are derived from it. Standard library and
 # PyYAML only: on REANA this runs inside the workflow engine, not in an analysis image.
+import re
 import sys
 from pathlib import Path
 
@@ -29,9 +30,15 @@ def local_file(path):
     return [] if layout.is_remote(path) else path
 
 
-# Every rule's shell starts with `mkdir -p $(dirname {log})`: REANA 0.9's executor, unlike
-# local Snakemake, creates no output or log directory before a job (the steps make their
-# output directories themselves).
+def rule_name(prefix, job):
+    """A rule name (an identifier) for one job of a scatter defined rule by rule."""
+    return prefix + "_" + re.sub(r"\W", "_", job)
+
+
+# Every step is called with `--log {log}`: it writes its messages to the rule's log file and to
+# its own stderr, which is what `reana-client logs` shows (a shell `2> {log}` would hide the
+# error there), and makes the log's directory itself (REANA 0.9's executor, unlike local
+# Snakemake, creates no output or log directory before a job).
 
 
 def image(environment):

@@ -24,8 +24,8 @@ rule fit:
     resources:
         kubernetes_memory_limit="2Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.fit mle --config {input.config} --workspace {input.workspace}"
-        " --output {output.results} --figures results/fit/figures 2> {log}"
+        "python -m steps.fit mle --config {input.config} --workspace {input.workspace}"
+        " --output {output.results} --figures results/fit/figures --log {log}"
 
 
 rule limit:
@@ -43,8 +43,8 @@ rule limit:
     resources:
         kubernetes_memory_limit="2Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
-        " --mass {wildcards.mass} --output {output.point} 2> {log}"
+        "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
+        " --mass {wildcards.mass} --output {output.point} --log {log}"
 
 
 rule limits:
@@ -62,5 +62,5 @@ rule limits:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.fit limits --config {input.config} --inputs {input.points}"
-        " --output {output.limits} --figure {output.figure} 2> {log}"
+        "python -m steps.fit limits --config {input.config} --inputs {input.points}"
+        " --output {output.limits} --figure {output.figure} --log {log}"

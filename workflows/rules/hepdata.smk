@@ -18,7 +18,7 @@ rule hepdata:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.hepdata --config {input.config} --histograms {input.histograms}"
+        "python -m steps.hepdata --config {input.config} --histograms {input.histograms}"
         " --fit {input.results} --limits {input.limits} --workspace {input.workspace}"
         " --patchset {input.patchset} --figures results/fit/figures"
-        " --output results/hepdata 2> {log}"
+        " --output results/hepdata --log {log}"

@@ -12,5 +12,5 @@ rule model:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.model --config {input.config} --workspace {output.workspace}"
-        " --patchset {output.patchset} 2> {log}"
+        "python -m steps.model --config {input.config} --workspace {output.workspace}"
+        " --patchset {output.patchset} --log {log}"

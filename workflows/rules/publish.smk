@@ -17,8 +17,8 @@ rule publish_hepdata:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.publish hepdata --dry-run --report {input.report}"
-        " --archive {input.archive} 2> {log}"
+        "python -m steps.publish hepdata --dry-run --report {input.report}"
+        " --archive {input.archive} --log {log}"
 
 
 rule publish_zenodo:
@@ -43,8 +43,8 @@ rule publish_zenodo:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.publish zenodo --dry-run --config {input.config}"
-        " --report {input.report} 2> {log}"
+        "python -m steps.publish zenodo --dry-run --config {input.config}"
+        " --report {input.report} --log {log}"
 
 
 rule publish_cap:
@@ -62,8 +62,8 @@ rule publish_cap:
     resources:
         kubernetes_memory_limit="512Mi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.publish cap --dry-run --config {input.config}"
-        " --report {input.report} 2> {log}"
+        "python -m steps.publish cap --dry-run --config {input.config}"
+        " --report {input.report} --log {log}"
 
 
 # The aggregate target: not the default, and not an input of `all`.

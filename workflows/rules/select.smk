@@ -1,30 +1,37 @@
-rule select:
-    input:
-        config=CONFIG_FILE,
-        datasets=DATASETS,
-        # a remote file (root://...) is no local input: Snakemake passes it as a parameter
-        ntuple=lambda wildcards: local_file(SELECT_JOBS[wildcards.job]),
-    output:
-        partial="results/select/{job}.npz",
-    log:
-        "logs/select/{job}.log",
-    wildcard_constraints:
-        job="|".join(SELECT_JOBS),
-    container:
-        image("analysis")
-    resources:
-        kubernetes_memory_limit="2Gi",
-    params:
-        ntuple=lambda wildcards: SELECT_JOBS[wildcards.job],
-    shell:
-        "mkdir -p $(dirname {log}) && python -m steps.select --config {input.config} --input {params.ntuple}"
-        " --output {output.partial} 2> {log}"
+# One select rule per input file, defined in a loop rather than one rule with input functions:
+# reana-client copies every rule's `input:` and `params:` into the JSON request it sends, and a
+# function there cannot be encoded ("Object of type function is not JSON serializable").
+SELECT_PARTIAL = "results/select/{job}.npz"
+
+for _job, _ntuple in SELECT_JOBS.items():
+
+    rule:
+        name:
+            rule_name("select", _job)
+        input:
+            config=CONFIG_FILE,
+            datasets=DATASETS,
+            # a remote file (root://...) is no local input: Snakemake gets it as a parameter
+            ntuple=local_file(_ntuple),
+        output:
+            partial=SELECT_PARTIAL.format(job=_job),
+        log:
+            "logs/select/" + _job + ".log",
+        container:
+            image("analysis")
+        resources:
+            kubernetes_memory_limit="2Gi",
+        params:
+            ntuple=_ntuple,
+        shell:
+            "python -m steps.select --config {input.config} --input {params.ntuple}"
+            " --output {output.partial} --log {log}"
 
 
 rule merge:
     input:
         config=CONFIG_FILE,
-        partials=expand(rules.select.output.partial, job=SELECT_JOBS),
+        partials=expand(SELECT_PARTIAL, job=SELECT_JOBS),
     output:
         histograms=directory(HISTOGRAMS),
         summary="results/histograms.json",
@@ -35,5 +42,5 @@ rule merge:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.merge --config {input.config} --partials {input.partials}"
-        " --output {output.histograms} --summary {output.summary} 2> {log}"
+        "python -m steps.merge --config {input.config} --partials {input.partials}"
+        " --output {output.histograms} --summary {output.summary} --log {log}"

@@ -12,5 +12,5 @@ rule simulate:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.simulate --config {input.config}"
-        " --output {output.ntuple} 2> {log}"
+        "python -m steps.simulate --config {input.config}"
+        " --output {output.ntuple} --log {log}"

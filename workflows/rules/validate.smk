@@ -15,6 +15,6 @@ rule validate:
     resources:
         kubernetes_memory_limit="1Gi",
     shell:
-        "mkdir -p $(dirname {log}) && python -m steps.validate --config {input.config} --datasets {input.datasets}"
+        "python -m steps.validate --config {input.config} --datasets {input.datasets}"
         " --workspace {input.workspace} --patchset {input.patchset}"
-        " --submission {input.archive} --report {output.report} 2> {log}"
+        " --submission {input.archive} --report {output.report} --log {log}"
