@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from steps.errors import PubflowError
 
@@ -21,10 +21,23 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    p.add_argument("--log", metavar="FILE", type=Path,
-                   help="also write every message to FILE (a workflow rule's log file)")
+    _shared_options(p)
     return p
+
+
+def subcommand(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any
+               ) -> argparse.ArgumentParser:
+    """A subcommand's parser, which also takes the shared options after the subcommand."""
+    p = subparsers.add_parser(name, **kwargs)
+    # SUPPRESS: an option not repeated here keeps the value given before the subcommand
+    _shared_options(p, default=argparse.SUPPRESS)
+    return p
+
+
+def _shared_options(p: argparse.ArgumentParser, **default: Any) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages", **default)
+    p.add_argument("--log", metavar="FILE", type=Path, **default,
+                   help="also write every message to FILE (a workflow rule's log file)")
 
 
 class _Tee:

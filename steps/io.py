@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from steps.errors import PubflowError, one_line
+
 # ROOT stores creation times in a 32-bit field counted from 1995; honour the
 # reproducible-builds convention, with a fixed default so two runs give identical bytes.
 DEFAULT_EPOCH = 1767225600  # 2026-01-01T00:00:00Z
@@ -50,9 +52,17 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by a previous step."""
-    with open(path) as f:
-        return json.load(f)
+    """Read a JSON file written by a previous step (or given by the user)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise PubflowError("file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PubflowError(f"cannot read it ({one_line(err)})", path=path) from None
+    except json.JSONDecodeError as err:
+        raise PubflowError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
+                           path=path) from None
 
 
 def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = EPILOG
     sub = p.add_subparsers(dest="target", required=True, metavar="{hepdata,zenodo,cap}")
     for name, (module, summary) in TARGETS.items():
-        target = sub.add_parser(name, help=summary,
+        target = cli.subcommand(sub, name, help=summary,
                                 description=module.__doc__.split("\n\n")[0].replace("\n", " "),
                                 formatter_class=_Formatter)
         module.add_arguments(target)

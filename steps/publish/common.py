@@ -108,8 +108,6 @@ def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: st
                      help="read timeout of a request (uploads included)")
     net.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
                      help="connect timeout")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="log debug messages")
 
 
 def options(args: argparse.Namespace, target: str, *, sandbox: str, production: str,

@@ -1,4 +1,8 @@
-# REANA workflow tests (Gherkin): run with `reana-client test -w pubflow` after a run.
+# REANA workflow tests (Gherkin), run after a finished run, at the repository root:
+#   reana-client test -w pubflow        (reana-client 0.95 pre-releases only; see the README)
+# Only steps that reana-commons' Gherkin code implements can be used. They take quoted text
+# literally, escapes included: write JSON fragments in a doc string (""") instead. The suite
+# runs every scenario with that code on its own finished run (tests/test_reana_gherkin.py).
 Feature: pubflow run
 
     As a physicist re-running this analysis on REANA,
@@ -8,6 +12,8 @@ Feature: pubflow run
     Scenario: The run has finished
         When the workflow is finished
         Then the workflow status should be "finished"
+        # every file listed under outputs.files of reana.yaml
+        And all the outputs should be included in the workspace
 
     Scenario: The histograms and the likelihood were produced
         When the workflow is finished
@@ -27,4 +33,11 @@ Feature: pubflow run
     Scenario: The HEPData submission passed validation
         When the workflow is finished
         Then the workspace should include "results/hepdata/submission.tar.gz"
-        And the file "results/validation/report.json" should contain "\"valid\": true"
+        And the workspace should include "results/validation/report.json"
+        # The report's own verdict: its last key, at the top level (steps.io.write_json sorts
+        # keys and indents by 2), not one of the per-artefact "valid" entries inside "checks".
+        And the file "results/validation/report.json" should contain
+            """
+              "valid": true
+            }
+            """

@@ -11,20 +11,20 @@ for _job, _ntuple in SELECT_JOBS.items():
         input:
             config=CONFIG_FILE,
             datasets=DATASETS,
-            # a remote file (root://...) is no local input: Snakemake gets it as a parameter
             ntuple=local_file(_ntuple),
         output:
             partial=SELECT_PARTIAL.format(job=_job),
         log:
-            "logs/select/" + _job + ".log",
+            f"logs/select/{_job}.log",
         container:
             image("analysis")
         resources:
             kubernetes_memory_limit="2Gi",
         params:
-            ntuple=_ntuple,
+            # a remote file (root://...) is no local input: the job gets its URL instead
+            url=remote_url(_ntuple),
         shell:
-            "python -m steps.select --config {input.config} --input {params.ntuple}"
+            "python -m steps.select --config {input.config} --input {input.ntuple}{params.url}"
             " --output {output.partial} --log {log}"
 
 
