@@ -6,10 +6,16 @@
 #   reana-client run -w pubflow           # the same on a REANA cluster (see reana.yaml)
 
 
-configfile: "inputs/analysis.yaml"
+# The config is the one given (`--configfile`, `--config Analysis=...`, or REANA's
+# `inputs.parameters.input`), else the bundled analysis's; never both merged, so that nothing
+# of the bundled analysis leaks into another one.
+if "Analysis" not in config and "General" not in config:
+
+    configfile: "inputs/pubflow.yaml"
 
 
 include: "workflows/rules/common.smk"
+include: "workflows/rules/config.smk"
 include: "workflows/rules/simulate.smk"
 include: "workflows/rules/select.smk"
 include: "workflows/rules/model.smk"

@@ -97,11 +97,8 @@ def _add(snapshot: Snapshot, quantity: Quantity) -> None:
 
 def _histogram_folder(workspace: Path) -> Path:
     """The histogram folder the workspace's config names (cabinetry's ``HistogramFolder``)."""
-    config_path = workspace / "inputs" / "analysis.yaml"
-    folder = "results/histograms"
-    if config_path.is_file():
-        config = layout.load_yaml(config_path) or {}
-        folder = config.get("General", {}).get("HistogramFolder", folder)
+    config = layout.workspace_config(workspace)
+    folder = config.get("General", {}).get("HistogramFolder", "results/histograms")
     return workspace / folder.rstrip("/")
 
 

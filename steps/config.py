@@ -1,11 +1,17 @@
 """Load and validate the analysis config and the dataset manifest, at the door.
 
+pubflow's config (``inputs/pubflow.yaml``) names the cabinetry config (``Analysis``) and adds
+pubflow's own keys; ``python -m steps.config`` resolves the config Snakemake was given into
+``results/config.json``, the one file every step of the workflow reads.
+
 Schema errors become one line naming the file and the key path, e.g.
 ``inputs/analysis.yaml: Regions[0].Binnning: unknown key (did you mean 'Binning'?)``.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import difflib
 import itertools
 import json
@@ -17,7 +23,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from steps.errors import PubflowError
+from steps import cabinetry_options, cli, layout
+from steps.errors import PubflowError, one_line
+from steps.io import write_json
 
 Config = dict[str, Any]
 
@@ -53,14 +61,19 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     return key_path(path), error.message
 
 
-def validate(instance: Any, schema_name: str, source: str | Path) -> None:
-    """Validate against one of our schemas; raise ``PubflowError`` naming file and key."""
+def validate(instance: Any, schema_name: str, source: str | Path,
+             sources: dict[str, str] | None = None) -> None:
+    """Validate against one of our schemas; raise ``PubflowError`` naming file and key.
+
+    ``sources`` names the file each top-level key came from, where they differ.
+    """
     validator_cls = jsonschema.validators.validator_for(schema(schema_name))
     validator = validator_cls(schema(schema_name), format_checker=validator_cls.FORMAT_CHECKER)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:
         where, message = _describe(error)
-        raise PubflowError(message, path=source, key=where)
+        top = where.split(".")[0].split("[")[0]
+        raise PubflowError(message, path=(sources or {}).get(top, source), key=where)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -84,9 +97,15 @@ def _unique(config: Config, section: str, source: str | Path) -> None:
             raise PubflowError(f"duplicate name {name!r}", path=source, key=f"{section}[{i}].Name")
 
 
-def check_analysis(config: Config, source: str | Path) -> None:
-    """Schema plus what a schema cannot say (cabinetry's own checks, cross-references)."""
-    validate(config, "analysis", source)
+def check_analysis(config: Config, source: str | Path,
+                   sources: dict[str, str] | None = None) -> None:
+    """Schema plus what a schema cannot say (cabinetry's own checks, cross-references).
+
+    ``config`` is the resolved analysis (``steps.layout.resolve``); ``sources`` names the file
+    each top-level key came from (the cabinetry config or pubflow's), for the error message.
+    """
+    validate(config, "analysis", source, sources)
+    source = (sources or {}).get("Samples", source)
     for section in ("Regions", "Samples", "NormFactors", "Systematics"):
         _unique(config, section, source)
     data = [i for i, s in enumerate(config["Samples"]) if s.get("Data")]
@@ -96,6 +115,10 @@ def check_analysis(config: Config, source: str | Path) -> None:
             path=source,
             key="Samples",
         )
+    if "Simulation" in config and "Luminosity" not in config:
+        raise PubflowError("required by Simulation (the simulated samples are normalised to "
+                           "it)", path=(sources or {}).get("Simulation", source),
+                           key="Luminosity")
     samples = {s["Name"] for s in config["Samples"]}
     systematics = {s["Name"] for s in config.get("Systematics", [])}
     for i, sim in enumerate(config.get("Simulation", {}).get("Samples", [])):
@@ -126,13 +149,22 @@ def check_analysis(config: Config, source: str | Path) -> None:
             raise PubflowError(
                 "bin edges must increase", path=source, key=f"Regions[{i}].Binning"
             )
+    cabinetry_options.check(config, source)
+
+
+def resolve_analysis(settings: Any, source: str | Path) -> Config:
+    """pubflow's config (``Analysis`` naming the cabinetry config) resolved and validated."""
+    try:
+        config = layout.resolve(settings, str(source))
+    except layout.ConfigError as err:
+        raise PubflowError(str(err)) from None
+    check_analysis(config, source, layout.sources(settings, str(source)))
+    return config
 
 
 def load_analysis(path: str | Path) -> Config:
-    """Load ``analysis.yaml`` and validate it (schema and cross-references)."""
-    config = load_yaml(path)
-    check_analysis(config, path)
-    return config
+    """Load pubflow's config (or a resolved one, or a cabinetry config) and validate it."""
+    return resolve_analysis(load_yaml(path), path)
 
 
 def load_datasets(path: str | Path) -> dict[str, Any]:
@@ -140,3 +172,29 @@ def load_datasets(path: str | Path) -> dict[str, Any]:
     manifest = load_yaml(path)
     validate(manifest, "datasets", path)
     return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("config", "Resolve the workflow's config into the file every step reads.")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--settings", help="the config Snakemake was given, as JSON")
+    given.add_argument("--settings-base64", metavar="TEXT",
+                       help="the same, base64-encoded (as the workflow passes it)")
+    p.add_argument("--source", default="the workflow config",
+                   help="where the settings came from (named in error messages)")
+    p.add_argument("--output", required=True, help="resolved config to write (JSON)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        text = args.settings or base64.urlsafe_b64decode(args.settings_base64).decode()
+        settings = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PubflowError(f"the settings are not base64-encoded JSON ({one_line(err)})"
+                           ) from None
+    write_json(args.output, resolve_analysis(settings, args.source))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, build_parser))

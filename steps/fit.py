@@ -21,7 +21,7 @@ import numpy as np
 from steps import cli
 from steps.config import load_analysis
 from steps.errors import PubflowError
-from steps.io import atomic_path, read_json, write_json
+from steps.io import atomic_path, read_input_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
     matplotlib.use("Agg")
     import pyhf
 
-    spec = read_json(workspace_path)
+    spec = read_input_json(workspace_path)
     ws = pyhf.Workspace(spec)
     model, data = cabinetry.model_utils.model_and_data(ws)
     fit = cabinetry.fit.fit(model, data)
@@ -126,9 +126,9 @@ def limit(workspace_path: str, patchset_path: str, mass: int, output: str) -> di
 
     from steps.limits import upper_limit
 
-    patchset = pyhf.PatchSet(read_json(patchset_path))
+    patchset = pyhf.PatchSet(read_input_json(patchset_path))
     try:
-        ws = patchset.apply(pyhf.Workspace(read_json(workspace_path)), [mass])
+        ws = patchset.apply(pyhf.Workspace(read_input_json(workspace_path)), [mass])
     except pyhf.exceptions.InvalidPatchLookup:
         raise PubflowError(f"no patch for mass {mass}", path=patchset_path) from None
     except pyhf.exceptions.PatchSetVerificationError as err:
@@ -175,7 +175,7 @@ def brazil(points: list[dict[str, Any]], poi: str, png: Path, luminosity: str) -
 
 def limits(config: dict[str, Any], inputs: list[str], output: str, figure: str) -> None:
     """Gather per-mass limit files into one, sorted by mass; draw the Brazil plot."""
-    points = sorted((read_json(p) for p in inputs), key=lambda p: p["mass"])
+    points = sorted((read_input_json(p) for p in inputs), key=lambda p: p["mass"])
     masses = [p["mass"] for p in points]
     if sorted(config["Scan"]["Masses"]) != masses:
         raise PubflowError(f"limit files cover masses {masses}, the config scans "

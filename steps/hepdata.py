@@ -402,12 +402,40 @@ def write_reproducible_tar(path: str | Path, members: Mapping[str, bytes]) -> No
             tar.addfile(info, io.BytesIO(members[name]))
 
 
+def record_title(config: dict[str, Any]) -> str:
+    """The record's title: the ``Publication`` one, else the cabinetry measurement's name."""
+    return config.get("Publication", {}).get("Title") or config["General"]["Measurement"]
+
+
+def _workspace_readme(config: dict[str, Any], workspace: dict[str, Any]) -> str:
+    """The likelihood archive's README when there is no signal scan (no patchset)."""
+    measurement = workspace["measurements"][0]
+    channels = ", ".join(f"`{c['name']}`" for c in workspace["channels"])
+    return "\n".join([
+        f"# Likelihood: {record_title(config)}",
+        "",
+        "The statistical model of this record as pyhf JSON (HistFactory), made by the pubflow",
+        "workflow.",
+        "",
+        f"- `{BKG_ONLY_NAME}`: pyhf workspace, measurement `{measurement['name']}`, POI",
+        f"  `{measurement['config']['poi']}`, channels {channels}.",
+        "",
+        "```sh",
+        f"pyhf inspect {BKG_ONLY_NAME}",
+        f"pyhf fit --value {BKG_ONLY_NAME}",
+        "```",
+        "",
+    ])
+
+
 def likelihood_readme(
-    config: dict[str, Any], workspace: dict[str, Any], patchset: dict[str, Any]
+    config: dict[str, Any], workspace: dict[str, Any], patchset: dict[str, Any] | None
 ) -> str:
     """The README of the likelihood archive: what the files are and how to use them."""
     import pyhf
 
+    if patchset is None:
+        return _workspace_readme(config, workspace)
     measurement = workspace["measurements"][0]
     poi = measurement["config"]["poi"]
     channels = ", ".join(f"`{c['name']}`" for c in workspace["channels"])
@@ -424,7 +452,7 @@ def likelihood_readme(
         for p in patches
     )
     lines = [
-        f"# Likelihoods: {config['Publication']['Title']}",
+        f"# Likelihoods: {record_title(config)}",
         "",
         "The statistical model of this record as pyhf JSON (HistFactory), made by the pubflow",
         "workflow.",
@@ -486,9 +514,9 @@ def write_likelihoods(
     path: str | Path,
     config: dict[str, Any],
     workspace_path: str | Path,
-    patchset_path: str | Path,
+    patchset_path: str | Path | None,
 ) -> None:
-    """Pack ``BkgOnly.json`` (the workspace file as is), the patchset and a README.
+    """Pack ``BkgOnly.json`` (the workspace file as is), the patchset (if any) and a README.
 
     Raises:
         PubflowError: If the patchset was not made for this workspace (digest mismatch).
@@ -496,8 +524,14 @@ def write_likelihoods(
     import pyhf
 
     workspace_bytes = Path(workspace_path).read_bytes()
-    patchset_bytes = Path(patchset_path).read_bytes()
     workspace = json.loads(workspace_bytes)
+    if patchset_path is None:
+        write_reproducible_tar(path, {
+            BKG_ONLY_NAME: workspace_bytes,
+            README_NAME: likelihood_readme(config, workspace, None).encode(),
+        })
+        return
+    patchset_bytes = Path(patchset_path).read_bytes()
     patchset = json.loads(patchset_bytes)
     try:
         pyhf.PatchSet(patchset).verify(workspace)
@@ -517,13 +551,13 @@ def write_likelihoods(
 
 
 def _keywords(config: dict[str, Any]) -> dict[str, list[Any]]:
-    keywords = config["Publication"].get("Keywords", {})
+    keywords = config.get("Publication", {}).get("Keywords", {})
     return {name: list(values) for name, values in keywords.items() if values}
 
 
 def _license(config: dict[str, Any]) -> dict[str, str] | None:
     """The config's licence as hepdata_lib takes it (``name``, ``url``), if it names one."""
-    license_ = config["Publication"].get("License")
+    license_ = config.get("Publication", {}).get("License")
     return {"name": license_["Name"], "url": license_["URL"]} if license_ else None
 
 
@@ -542,7 +576,7 @@ def _new_table(name: str, description: str, location: str, config: dict[str, Any
 
 def _qualify(variable: Any, config: dict[str, Any], region: str | None = None) -> None:
     """HEPData qualifiers of a dependent variable: energy, luminosity, region."""
-    energies = config["Publication"].get("Keywords", {}).get("cmenergies", [])
+    energies = config.get("Publication", {}).get("Keywords", {}).get("cmenergies", [])
     if len(energies) == 1:
         variable.add_qualifier("SQRT(S)", energies[0], "GeV")
     lumi = config.get("Luminosity")
@@ -749,7 +783,8 @@ def _submission(config: dict[str, Any]) -> Submission:
             return license_ or Submission.get_license()
 
     submission = _Submission()
-    submission.comment = " ".join(config["Publication"]["Abstract"].split())
+    abstract = config.get("Publication", {}).get("Abstract") or record_title(config)
+    submission.comment = " ".join(abstract.split())
     return submission
 
 
@@ -810,9 +845,9 @@ def write_hepdata(
     *,
     histograms: str | Path,
     fit: str | Path,
-    limits: str | Path,
+    limits: str | Path | None,
     workspace: str | Path,
-    patchset: str | Path,
+    patchset: str | Path | None,
     figures: str | Path,
     output: str | Path,
 ) -> None:
@@ -820,7 +855,8 @@ def write_hepdata(
 
     ``output`` gets ``submission/`` (YAML, images, thumbnails, resources) and
     ``submission.tar.gz`` (reproducible, accepted by hepdata-validator); it is replaced as
-    a whole, and only once everything has succeeded.
+    a whole, and only once everything has succeeded. Without a signal scan (no ``limits``,
+    no ``patchset``) the record has no limits table and the likelihood is the workspace alone.
 
     Raises:
         PubflowError: For a missing or malformed input, inconsistent inputs (data that do not
@@ -830,9 +866,12 @@ def write_hepdata(
     figures = Path(figures)
     hist = _read(histograms, HISTOGRAMS_SCHEMA)
     fit_results = _read(fit, FIT_SCHEMA)
-    limit_results = _read(limits, LIMITS_SCHEMA)
+    if (limits is None) != (patchset is None):
+        raise PubflowError("limits and patchset go together: give both or neither",
+                           path=limits or patchset)
+    limit_results = _read(limits, LIMITS_SCHEMA) if limits else None
     workspace_spec = _read(workspace)
-    patchset_spec = _read(patchset)
+    patchset_spec = _read(patchset) if patchset else None
 
     sample_order = [s["Name"] for s in config["Samples"]]
     region_names = [r["Name"] for r in config["Regions"]]
@@ -843,7 +882,8 @@ def write_hepdata(
     regions = [_region_result(name, fit_results["regions"][name], sample_order, fit)
                for name in region_names]
     check_data_yields(regions, hist, config, histograms, fit)
-    check_limit_masses(limit_results, patchset_spec, limits, patchset)
+    if limit_results is not None:
+        check_limit_masses(limit_results, patchset_spec, limits, patchset)
     check_fit_workspace(fit_results, regions, workspace_spec, workspace, fit)
 
     n_regions = len(regions)
@@ -856,10 +896,10 @@ def write_hepdata(
         write_likelihoods(likelihoods, config, workspace, patchset)
 
         submission = _submission(config)
+        signal = f", signal patchset ({PATCHSET_NAME})" if patchset else ""
         submission.add_additional_resource(
-            "Likelihoods in pyhf JSON format (HistFactory): background-only workspace "
-            f"({BKG_ONLY_NAME}), signal patchset ({PATCHSET_NAME}) and a {README_NAME} on "
-            "their use",
+            "Likelihoods in pyhf JSON format (HistFactory): workspace "
+            f"({BKG_ONLY_NAME}){signal} and a {README_NAME} on their use",
             str(likelihoods),
             copy_file=True,
             file_type="HistFactory",
@@ -879,7 +919,9 @@ def write_hepdata(
             ))
         submission.add_table(parameters_table(fit_results, config,
                                               figures / FIGURES["parameters"]))
-        submission.add_table(limits_table(limit_results, config, figures / FIGURES["limits"]))
+        if limit_results is not None:
+            submission.add_table(limits_table(limit_results, config,
+                                              figures / FIGURES["limits"]))
 
         folder = (out / SUBMISSION_DIR).resolve()
         captured = io.StringIO()
@@ -923,12 +965,13 @@ def write_hepdata(
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("hepdata", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--histograms", required=True, help="yield summary of the merge step (JSON)")
     p.add_argument("--fit", required=True, help="fit results (results/fit/results.json)")
-    p.add_argument("--limits", required=True, help="upper limits (results/fit/limits.json)")
+    p.add_argument("--limits", help="upper limits (results/fit/limits.json), with a Scan")
     p.add_argument("--workspace", required=True, help="pyhf workspace (background-only)")
-    p.add_argument("--patchset", required=True, help="pyhf patchset of the signal hypotheses")
+    p.add_argument("--patchset", help="pyhf patchset of the signal hypotheses, with a Scan")
     p.add_argument("--figures", required=True,
                    help="folder with " + ", ".join(sorted(FIGURES.values())))
     p.add_argument("--output", required=True,

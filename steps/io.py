@@ -52,7 +52,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by a previous step (or given by the user)."""
+    """Read a JSON file written by a previous step (its errors are the caller's to word)."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_input_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON input of a step; a missing or malformed file is one line naming it."""
     try:
         with open(path) as f:
             return json.load(f)

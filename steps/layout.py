@@ -36,6 +36,74 @@ def cabinetry_config(config: Config) -> Config:
     return {k: copy.deepcopy(v) for k, v in config.items() if k in CABINETRY_KEYS}
 
 
+class ConfigError(ValueError):
+    """A config that cannot be resolved: the message is one line naming the file and key."""
+
+
+def resolve(settings: Config, source: str = "the workflow config",
+            base: str | Path = ".") -> Config:
+    """The analysis as every step reads it: cabinetry's keys and pubflow's, side by side.
+
+    ``settings`` is pubflow's config: ``Analysis`` names the cabinetry config (a file, loaded
+    here, or the config itself), the other keys are pubflow's own (``Datasets``, ``Scan``, ...).
+    A cabinetry config given directly (``General`` at the top, no ``Analysis``) is taken as
+    it is, with whatever pubflow keys it also holds. A file name is relative to ``base``.
+    """
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of keys")
+    if "Analysis" not in settings:
+        if "General" not in settings:
+            raise ConfigError(f"{source}: Analysis: required key is missing (the cabinetry "
+                              "config of the analysis: a file name, or the config itself)")
+        return copy.deepcopy(settings)
+    analysis = settings["Analysis"]
+    origin = source
+    if isinstance(analysis, str):
+        origin = analysis
+        try:
+            analysis = load_yaml(Path(base) / analysis)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: Analysis: file not found: {origin}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{origin}: invalid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(analysis, dict):
+        raise ConfigError(f"{origin}: (top level): expected a cabinetry config (a mapping)")
+    extra = sorted(set(analysis) - set(CABINETRY_KEYS))
+    if extra:
+        raise ConfigError(f"{origin}: {extra[0]}: not a cabinetry key (pubflow's own keys "
+                          f"belong in {source}, beside Analysis)")
+    clash = sorted(set(settings) & set(CABINETRY_KEYS))
+    if clash:
+        raise ConfigError(f"{source}: {clash[0]}: cabinetry's keys belong in the config that "
+                          "Analysis names")
+    out = copy.deepcopy(analysis)
+    out.update((k, copy.deepcopy(v)) for k, v in settings.items() if k != "Analysis")
+    return out
+
+
+RESOLVED_CONFIG = "results/config.json"
+DEFAULT_CONFIG = "inputs/pubflow.yaml"
+
+
+def workspace_config(workspace: str | Path) -> Config:
+    """The resolved config of a workflow's workspace: the one its steps read if it ran
+    (``results/config.json``), else the bundled default resolved; ``{}`` if neither exists."""
+    workspace = Path(workspace)
+    if (workspace / RESOLVED_CONFIG).is_file():
+        return load_yaml(workspace / RESOLVED_CONFIG)  # JSON is YAML
+    if (workspace / DEFAULT_CONFIG).is_file():
+        return resolve(load_yaml(workspace / DEFAULT_CONFIG), DEFAULT_CONFIG, workspace)
+    return {}
+
+
+def sources(settings: Config, source: str) -> dict[str, str]:
+    """Which file each top-level key of the resolved config came from (for error messages)."""
+    analysis = settings.get("Analysis") if isinstance(settings, dict) else None
+    origin = analysis if isinstance(analysis, str) else source
+    own = {k: source for k in settings or {} if k not in CABINETRY_KEYS}
+    return {**dict.fromkeys(CABINETRY_KEYS, origin), **own}
+
+
 def scan_sample_name(config: Config, mass: int) -> str:
     """Name of the resonance sample for one mass hypothesis."""
     return config["Scan"]["SampleName"].format(mass=mass)
@@ -106,28 +174,48 @@ def template_paths(config: Config, region: dict[str, Any], sample: dict[str, Any
     ``pathlib.Path`` (what cabinetry returns), so that ``root://host//file`` URLs survive.
     """
     path = config["General"]["InputPath"]
-    region_path = _override(systematic, template, "RegionPath") or region.get("RegionPath")
+    # an override counts when it is set, even to "" (cabinetry tests "is not None")
+    region_path = _override(systematic, template, "RegionPath")
+    if region_path is None:
+        region_path = region.get("RegionPath")
     if region_path is not None:
         path = path.replace("{RegionPath}", region_path)
-    sample_paths = _override(systematic, template, "SamplePath") or sample.get("SamplePath")
+    sample_paths = _override(systematic, template, "SamplePath")
+    if sample_paths is None:
+        sample_paths = sample.get("SamplePath")
     if sample_paths is None:
         return [normalize(path)]
     return [normalize(path.replace("{SamplePath}", p)) for p in _as_list(sample_paths)]
 
 
+def _contains(item: dict[str, Any], setting: dict[str, Any], key: str) -> bool:
+    """cabinetry's ``configuration._x_contains_y``: ``setting[key]`` names ``item`` or is unset."""
+    names = _as_list(setting.get(key, []))
+    return not names or item["Name"] in names
+
+
+def _needs_template(region: dict[str, Any], sample: dict[str, Any],
+                    systematic: dict[str, Any], template: str) -> bool:
+    """cabinetry's ``configuration.histogram_is_needed`` for an Up/Down template."""
+    return (not sample.get("Data")
+            and systematic["Type"] == "NormPlusShape"
+            and _contains(region, systematic, "Regions")
+            and _contains(sample, systematic, "Samples")
+            and not systematic.get(template, {}).get("Symmetrize", False))
+
+
 def sample_paths(config: Config, sample: dict[str, Any]) -> list[str]:
-    """Every file a sample reads, nominal and systematic overrides, in every region."""
+    """Every file a sample's histograms read: nominal and systematic templates, in the
+    regions that hold the sample, only where cabinetry makes a histogram."""
     paths: list[str] = []
     for region in config["Regions"]:
-        paths += template_paths(config, region, sample, {}, None)
-        if sample.get("Data"):
+        if not _contains(region, sample, "Regions"):
             continue
+        paths += template_paths(config, region, sample, {}, None)
         for syst in config.get("Systematics", []):
-            affected = syst.get("Samples")
-            if affected is not None and sample["Name"] not in _as_list(affected):
-                continue
             for template in ("Up", "Down"):
-                paths += template_paths(config, region, sample, syst, template)
+                if _needs_template(region, sample, syst, template):
+                    paths += template_paths(config, region, sample, syst, template)
     return list(dict.fromkeys(paths))
 
 

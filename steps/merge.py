@@ -3,6 +3,10 @@
 Gather step of the select scatter: for every histogram of the analysis, the partial sums
 of the files it reads are added; each histogram must come from exactly the files the config
 names, so a missing or stale partial result is an error, not a silently smaller yield.
+Then cabinetry's own template post-processing (``cabinetry.templates.postprocess``: the
+``Smoothing`` of systematic templates, NaN statistical uncertainties set to zero) writes
+each histogram again as ``<name>_modified.npz``, the file ``cabinetry.workspace.build``
+reads first: the model step sees what cabinetry's ``build`` + ``postprocess`` would give.
 """
 
 from __future__ import annotations
@@ -57,13 +61,29 @@ def merge(config: dict[str, Any], partials: dict[str, str], folder: str, summary
             hist.save(tmp / t.name)
             table[t.name] = {"yield": float(sumw.sum()), "stdev": float(np.sqrt(sumw2.sum())),
                              "bins": list(t.bins), "files": list(t.paths)}
+        postprocess(config, tmp)
     write_json(summary, table)
     log.info("merged %d histograms from %d files into %s", len(table), len(partials), folder)
 
 
+def postprocess(config: dict[str, Any], folder: Path) -> None:
+    """Run cabinetry's template post-processing on the histograms in ``folder``.
+
+    Called inside the merge's temporary folder, so the raw and the ``_modified`` histograms
+    appear together or not at all. The config is the one the histograms were filled for
+    (scan samples included), so every template, signal hypotheses too, gets its modified copy.
+    """
+    import cabinetry.templates
+
+    full = layout.cabinetry_config(layout.histogram_config(config))
+    full["General"]["HistogramFolder"] = str(folder)
+    cabinetry.templates.postprocess(full)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("merge", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--partials", nargs="+", required=True,
                    help="select outputs, as FILE=NPZ pairs or NPZ files named by select job")
     p.add_argument("--output", help="histogram folder (default: General.HistogramFolder)")

@@ -25,9 +25,14 @@ PATCHSET_VERSION = "1.0.0"
 
 
 def add_lumi(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Return ``spec`` with a ``lumi`` modifier on every sample and its constraint."""
-    lumi = config["Luminosity"]
-    rel = lumi["RelativeUncertainty"]
+    """Return ``spec`` with a ``lumi`` modifier on every sample and its constraint.
+
+    Only with pubflow's ``Luminosity``: without it the model is cabinetry's as it is, whose
+    own systematics then carry any luminosity uncertainty (never a second one on top).
+    """
+    if "Luminosity" not in config:
+        return spec
+    rel = config["Luminosity"]["RelativeUncertainty"]
     if rel == 0:
         return spec
     out = copy.deepcopy(spec)
@@ -91,7 +96,8 @@ def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[s
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("model", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--workspace", required=True, help="workspace to write (JSON)")
     p.add_argument("--patchset", help="patchset to write (JSON); needs a Scan in the config")
     return p

@@ -164,13 +164,14 @@ def seed_from_run(hasher: Hasher, workspace: Path) -> int:
     reading it; the validate step recorded the sha256 of every artefact it validated.
     """
     taken = 0
-    config_path = workspace / "inputs" / "analysis.yaml"
-    config = layout.load_yaml(config_path) if config_path.is_file() else {}
-    manifest_path = workspace / (config or {}).get("Datasets", "inputs/datasets.yaml")
+    config = layout.workspace_config(workspace)
+    manifest_path = workspace / config.get("Datasets", "inputs/datasets.yaml")
     if manifest_path.is_file():
         for entry in (layout.load_yaml(manifest_path) or {}).get("files", []):
             path = workspace / entry["path"]
-            if path.is_file() and path.stat().st_size == entry.get("size"):
+            # an adler32-only entry gives no sha256 to re-use: the file is hashed as any other
+            if (entry.get("sha256") and path.is_file()
+                    and path.stat().st_size == entry.get("size")):
                 hasher.seed(path, entry["sha256"])
                 taken += 1
     report_path = workspace / "results" / "validation" / "report.json"
@@ -252,9 +253,7 @@ def container_images(workspace: Path) -> list[str]:
     environments: set[str] = set()
     for rule_file in sorted((workspace / "workflows" / "rules").glob("*.smk")):
         environments |= set(re.findall(r'image\(\s*"([^"]+)"\s*\)', rule_file.read_text()))
-    config_path = workspace / "inputs" / "analysis.yaml"
-    images = (layout.load_yaml(config_path) or {}).get("Images", {}) if config_path.is_file() \
-        else {}
+    images = layout.workspace_config(workspace).get("Images", {})
     tag = __version__
     init = workspace / "steps" / "__init__.py"
     if init.is_file():
@@ -373,9 +372,7 @@ def build_crate(
     hasher = hasher or Hasher()
     if run.status == "completed":
         seed_from_run(hasher, workspace)
-    config_path = workspace / "inputs" / "analysis.yaml"
-    config = (layout.load_yaml(config_path) or {}) if config_path.is_file() else {}
-    publication = config.get("Publication", {})
+    publication = layout.workspace_config(workspace).get("Publication", {})
 
     crate = ROCrate()
     crate.metadata.extra_contexts.append(WFRUN_CONTEXT)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps import __version__, cli
+from steps import __version__, cli, layout
 from steps.config import load_yaml
 from steps.errors import PubflowError
 from steps.io import sha256sum
@@ -428,7 +428,7 @@ def update_reference(folder: Path, sections: dict[str, Any], workspace: Path, re
     """Make ``sections`` the reference in ``folder``, keeping (or seeding) its tolerances."""
     from steps import compare
 
-    config = workspace / "inputs" / "analysis.yaml"
+    config = workspace / layout.RESOLVED_CONFIG
     metadata = {"reason": reason, "pubflow_version": __version__,
                 "config_sha256": sha256sum(config) if config.is_file() else None, **provenance}
     compare.write_reference(sections, folder, metadata)
@@ -499,7 +499,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _histogram_folder_of(workspace: Path) -> str:
-    config = load_yaml(workspace / "inputs" / "analysis.yaml") or {}
+    config = layout.workspace_config(workspace)
     return str(config.get("General", {}).get("HistogramFolder", "results/histograms")
                ).rstrip("/")
 
@@ -572,11 +572,11 @@ def compare_outputs(workspace: Path, reference: Reference, tolerances: Tolerance
         return {}, {}, []
     if reference.snapshot is None:
         notes.append("there was no reference: these outputs became the reference")
-    config = workspace / "inputs" / "analysis.yaml"
+    config = workspace / layout.RESOLVED_CONFIG
     made_with = reference.metadata.get("config_sha256")
     if made_with and config.is_file() and sha256sum(config) != made_with:
-        notes.append("inputs/analysis.yaml differs from the config the reference was made "
-                     "with: differences may be intended")
+        notes.append(f"{layout.RESOLVED_CONFIG} differs from the config the reference was "
+                     "made with: differences may be intended")
     return new, sections, compare.compare(reference.snapshot or new, new, tolerances)
 
 

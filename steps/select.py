@@ -282,7 +282,8 @@ def select(config: dict[str, Any], input_path: str, output: str,
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("select", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--input", required=True, help="one ntuple file named by the config")
     p.add_argument("--output", required=True, help="partial histograms to write (.npz)")
     p.add_argument("--step-size", type=int, default=DEFAULT_STEP_SIZE,

@@ -210,7 +210,8 @@ def simulate(config: dict[str, Any], output: str, events: int | None = None,
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("simulate", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--output", required=True, help="file to write; must be a simulated "
                    "sample's path in the config, which selects the sample")
     p.add_argument("--events", type=int, help="override the number of events (benchmarks)")

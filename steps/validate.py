@@ -29,6 +29,7 @@ import yaml
 
 from steps import __version__, cli, hepdata
 from steps.config import load_analysis, load_datasets
+from steps.datasets import PLACEHOLDER, unfilled
 from steps.errors import PubflowError
 from steps.io import sha256sum, write_json
 
@@ -131,9 +132,16 @@ def check_config(path: str | Path) -> Check:
 
 
 def check_datasets(path: str | Path) -> Check:
-    """The dataset manifest, loaded as every step loads it."""
-    return _check_loaded(path, load_datasets, "load_datasets",
-                         lambda manifest: f"{_count(len(manifest['files']), 'input file')} listed")
+    """The dataset manifest, loaded as every step loads it, with no field left to fill in."""
+    check = _check_loaded(path, load_datasets, "load_datasets",
+                          lambda manifest: f"{_count(len(manifest['files']), 'input file')} "
+                                           "listed")
+    if check.valid:
+        # steps run on an unfilled manifest; what is published must say where its data is from
+        for key in unfilled(load_datasets(path)):
+            check.fail(f"{key}: still the placeholder {PLACEHOLDER!r} of "
+                       "steps.datasets add: write it (or delete the key, if optional)")
+    return check
 
 
 def schema_message(err: Exception) -> str:
@@ -274,9 +282,11 @@ def _likelihood_members(archive: str | Path) -> tuple[str, dict[str, bytes]]:
 def check_published_likelihoods(
     path: str | Path,
     workspace: tuple[str | Path, dict[str, Any] | None],
-    patchset: tuple[str | Path, dict[str, Any] | None],
+    patchset: tuple[str | Path, dict[str, Any] | None] | None,
 ) -> Check:
     """The archive's likelihoods are the workspace and patchset validated here.
+
+    Without a signal scan (``patchset`` None) the archive must hold no patchset either.
 
     Args:
         path: The HEPData archive.
@@ -293,7 +303,11 @@ def check_published_likelihoods(
     except (tarfile.TarError, OSError, ValueError, yaml.YAMLError) as err:
         check.fail(f"likelihoods unreadable: {err}")
         return check
-    expected = {hepdata.BKG_ONLY_NAME: workspace, hepdata.PATCHSET_NAME: patchset}
+    expected = {hepdata.BKG_ONLY_NAME: workspace}
+    if patchset is not None:
+        expected[hepdata.PATCHSET_NAME] = patchset
+    elif hepdata.PATCHSET_NAME in members:
+        check.fail(f"{location}: holds a {hepdata.PATCHSET_NAME} that was not validated")
     for name, (source, spec) in expected.items():
         if name not in members:
             check.fail(f"{location}: no {name}")
@@ -319,16 +333,24 @@ def validate_all(
     config: str | Path,
     datasets: str | Path,
     workspace: str | Path,
-    patchset: str | Path,
+    patchset: str | Path | None,
     submission: str | Path,
 ) -> list[Check]:
-    """Every check, upstream artefacts first (so the first failure is the root cause)."""
+    """Every check, upstream artefacts first (so the first failure is the root cause).
+
+    ``patchset`` is None for an analysis without a signal scan.
+    """
     checks = [check_config(config), check_datasets(datasets)]
     workspace_check, workspace_spec = check_workspace(workspace)
-    patchset_check, patchset_spec = check_patchset(patchset, workspace_spec)
-    checks += [workspace_check, patchset_check, check_submission(submission)]
+    checks.append(workspace_check)
+    published_patchset = None
+    if patchset is not None:
+        patchset_check, patchset_spec = check_patchset(patchset, workspace_spec)
+        checks.append(patchset_check)
+        published_patchset = (patchset, patchset_spec)
+    checks.append(check_submission(submission))
     checks.append(check_published_likelihoods(
-        submission, (workspace, workspace_spec), (patchset, patchset_spec)))
+        submission, (workspace, workspace_spec), published_patchset))
     return checks
 
 
@@ -365,10 +387,11 @@ def write_report(checks: list[Check], report: str | Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("validate", __doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="analysis config (inputs/analysis.yaml)")
+    p.add_argument("--config", required=True,
+                   help="analysis config (results/config.json, or inputs/pubflow.yaml)")
     p.add_argument("--datasets", required=True, help="dataset manifest (inputs/datasets.yaml)")
     p.add_argument("--workspace", required=True, help="pyhf workspace (JSON)")
-    p.add_argument("--patchset", required=True, help="pyhf patchset (JSON)")
+    p.add_argument("--patchset", help="pyhf patchset (JSON), when the analysis has a Scan")
     p.add_argument("--submission", required=True, help="HEPData archive (submission.tar.gz)")
     p.add_argument("--report", required=True, help="report to write when all is valid (JSON)")
     return p

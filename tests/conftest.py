@@ -53,11 +53,30 @@ def step(cwd: Path, name: str, *args: str, check: bool = False
     return run([sys.executable, "-m", f"steps.{name}", *args], cwd, check=check)
 
 
+def write_config(work: Path, config: dict) -> None:
+    """Write a resolved config as a checkout holds it: cabinetry's keys in
+    ``inputs/analysis.yaml``, pubflow's own beside ``Analysis`` in ``inputs/pubflow.yaml``."""
+    from steps.layout import CABINETRY_KEYS
+
+    cabinetry = {k: v for k, v in config.items() if k in CABINETRY_KEYS}
+    pubflow = {"Analysis": "inputs/analysis.yaml",
+               **{k: v for k, v in config.items() if k not in CABINETRY_KEYS}}
+    (work / "inputs" / "analysis.yaml").write_text(yaml.safe_dump(cabinetry, sort_keys=False))
+    (work / "inputs" / "pubflow.yaml").write_text(yaml.safe_dump(pubflow, sort_keys=False))
+
+
+def read_config(work: Path) -> dict:
+    """The resolved config of a checkout (cabinetry's keys and pubflow's, side by side)."""
+    from steps.layout import resolve
+
+    with open(work / "inputs" / "pubflow.yaml") as f:
+        return resolve(yaml.safe_load(f), base=work)
+
+
 @pytest.fixture(scope="session")
 def analysis_config() -> dict:
-    """The bundled analysis config, loaded (never modified in place: deep-copy to edit)."""
-    with open(REPO / "inputs" / "analysis.yaml") as f:
-        return yaml.safe_load(f)
+    """The bundled analysis, resolved (never modified in place: deep-copy to edit)."""
+    return read_config(REPO)
 
 
 @pytest.fixture

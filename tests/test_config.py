@@ -12,14 +12,14 @@ import yaml
 from steps import config as cfg
 from steps.errors import PubflowError
 
-from .conftest import REPO, copy_checkout, step
+from .conftest import REPO, copy_checkout, step, write_config
 
 
 def test_bundled_config_and_manifest_are_valid() -> None:
-    config = cfg.load_analysis(REPO / "inputs" / "analysis.yaml")
+    config = cfg.load_analysis(REPO / "inputs" / "pubflow.yaml")
     manifest = cfg.load_datasets(REPO / "inputs" / "datasets.yaml")
     assert config["General"]["POI"] == "mu_Z"
-    assert manifest["files"][0]["events"] == 2304
+    assert manifest["files"][0]["trees"] == {"events": 2304}
 
 
 def test_schema_extends_cabinetrys_verbatim() -> None:
@@ -106,7 +106,7 @@ def test_snakemake_schema_validation_at_the_door(tmp_path: Path, config: dict) -
 
     work = copy_checkout(tmp_path / "w")
     config["Luminosity"]["Value"] = "lots"
-    (work / "inputs" / "analysis.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, config)
     result = run(["snakemake", "-n"], work, check=False)
     assert result.returncode != 0
     assert "lots" in result.stderr + result.stdout

@@ -27,7 +27,7 @@ from steps.fit import _prediction_table
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "inputs" / "analysis.yaml"
+CONFIG = ROOT / "inputs" / "pubflow.yaml"
 
 EDGES = [60.0, 75.0, 85.0, 95.0, 105.0, 120.0]
 OBSERVED = [14.0, 31.0, 212.0, 27.0, 0.0]  # one empty bin: no 'stat' error there

@@ -29,10 +29,12 @@ def make_workspace(root: Path) -> Path:
     ws = root / "ws"
     (ws / "inputs" / "data").mkdir(parents=True)
     (ws / "workflows" / "rules").mkdir(parents=True)
-    shutil.copy2(REPO / "inputs" / "analysis.yaml", ws / "inputs" / "analysis.yaml")
+    for name in ("pubflow.yaml", "analysis.yaml"):
+        shutil.copy2(REPO / "inputs" / name, ws / "inputs" / name)
     data = b"not really a ROOT file"
     (ws / "inputs" / "data" / "events.root").write_bytes(data)
-    manifest = {"files": [{"path": "inputs/data/events.root", "tree": "events", "events": 3,
+    manifest = {"version": 2, "files": [{"path": "inputs/data/events.root",
+                                         "trees": {"events": 3},
                            "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                            "provenance": {"source": "test", "license": "CC0-1.0"}}]}
     (ws / "inputs" / "datasets.yaml").write_text(yaml.safe_dump(manifest))
@@ -96,7 +98,7 @@ def test_crate_records_code_environment_files_and_times(tmp_path: Path) -> None:
                                                         "2026-01-02T03:05:06+00:00")
     assert action["actionStatus"] == {"@id": "http://schema.org/CompletedActionStatus"}
     objects = {o["@id"] for o in action["object"]}
-    assert objects == {"inputs/analysis.yaml", "inputs/data/events.root",
+    assert objects == {"inputs/analysis.yaml", "inputs/pubflow.yaml", "inputs/data/events.root",
                        "inputs/datasets.yaml", "workflows/rules/fit.smk"}
     assert {r["@id"] for r in action["result"]} == {"results/fit/results.json",
                                                     "results/validation/report.json"}

@@ -170,7 +170,7 @@ def _spec(created: Created) -> dict[str, Any]:
 
 def _snakemake_09(workdir: Path, *args: str) -> str:
     """Snakemake 7.32.4 (REANA 0.9's) in ``workdir`` with the config REANA passes it."""
-    result = _run([str(REANA_09 / "snakemake"), *args, "--configfile", "inputs/analysis.yaml"],
+    result = _run([str(REANA_09 / "snakemake"), *args, "--configfile", "inputs/pubflow.yaml"],
                   workdir, _client_env())
     assert result.returncode == 0, _output(result)
     return result.stdout
@@ -241,13 +241,13 @@ def test_job_dependencies_are_snakemakes_rule_graph(created: Created) -> None:
 def test_parameters_are_the_config_file(created: Created) -> None:
     """``inputs.parameters`` arrives as the content of the config file reana.yaml names.
 
-    reana.yaml says ``inputs.parameters.input: inputs/analysis.yaml``; reana-commons'
+    reana.yaml says ``inputs.parameters.input: inputs/pubflow.yaml``; reana-commons'
     ``load_reana_spec`` (``load_input_parameters``) replaces ``inputs.parameters`` by that
     file, loaded, and the Snakefile gets the same file as its config.
     """
     raw = yaml.safe_load((created.workdir / "reana.yaml").read_text())
-    assert raw["inputs"]["parameters"] == {"input": "inputs/analysis.yaml"}
-    config = yaml.safe_load((created.workdir / "inputs" / "analysis.yaml").read_text())
+    assert raw["inputs"]["parameters"] == {"input": "inputs/pubflow.yaml"}
+    config = yaml.safe_load((created.workdir / "inputs" / "pubflow.yaml").read_text())
     assert _spec(created)["inputs"]["parameters"] == config
 
 

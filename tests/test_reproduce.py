@@ -28,7 +28,7 @@ import yaml
 from steps import compare, reproduce
 from steps.errors import PubflowError
 
-from .conftest import REPO, copy_checkout, venv_env
+from .conftest import REPO, copy_checkout, read_config, venv_env, write_config
 from .fake_services import calls, serve_record, write_fake_reana
 
 TOLERANCES = REPO / "inputs" / "reference" / "tolerances.yaml"
@@ -50,20 +50,18 @@ def report_of(folder: Path) -> dict[str, Any]:
 
 def reduce_config(source: Path) -> None:
     """Two scan masses, a few thousand events, 12 bins: the same workflow in ~40 s."""
-    path = source / "inputs" / "analysis.yaml"
-    config = yaml.safe_load(path.read_text())
+    config = read_config(source)
     config["Regions"][0]["Binning"] = [float(edge) for edge in range(60, 121, 5)]
     config["Scan"].update(Masses=[70, 105], Events=1000, Systematics=[])
     for sample in config["Simulation"]["Samples"]:
         sample["Events"] = 4000 if sample["Name"] == "Zmumu" else 2000
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(source, config)
 
 
 def edit_config(source: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    path = source / "inputs" / "analysis.yaml"
-    config = yaml.safe_load(path.read_text())
+    config = read_config(source)
     change(config)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(source, config)
 
 
 def remove_one_event(source: Path) -> None:
@@ -91,7 +89,7 @@ def remove_one_event(source: Path) -> None:
     manifest_path = source / "inputs" / "datasets.yaml"
     manifest = yaml.safe_load(manifest_path.read_text())
     entry = next(e for e in manifest["files"] if e["path"] == "inputs/data/uproot-Zmumu.root")
-    entry.update(size=path.stat().st_size, events=int((~drop).sum()),
+    entry.update(size=path.stat().st_size, trees={"events": int((~drop).sum())},
                  sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
 
@@ -152,8 +150,8 @@ def test_an_undeclared_input_fails_in_the_staged_workspace(tmp_path: Path) -> No
                            "--output", out)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "python -m steps.reproduce: error: the run failed: rule select: missing input files "
-        "extra/uproot-Zmumu.root (not staged: are they declared in reana.yaml?)")
+        "python -m steps.reproduce: error: the run failed: rule select_uproot_Zmumu: missing "
+        "input files extra/uproot-Zmumu.root (not staged: are they declared in reana.yaml?)")
     report = report_of(out)
     assert report["passed"] is False and report["run"]["status"] == "failed"
     crate = json.loads((tmp_path / "ws" / "results" / "provenance" /

@@ -12,7 +12,7 @@ import yaml
 
 from steps import layout, merge, select, simulate
 
-from .conftest import REPO, copy_checkout, step
+from .conftest import REPO, copy_checkout, step, write_config
 
 DATA = REPO / "inputs" / "data" / "uproot-Zmumu.root"
 
@@ -62,9 +62,11 @@ def test_one_pass_equals_cabinetry_template_building(small: tuple[dict, Path]) -
     reference = layout.cabinetry_config(layout.histogram_config(config))
     reference["General"]["HistogramFolder"] = str(tmp / "cabinetry")
     cabinetry.templates.build(reference, method="uproot")
+    cabinetry.templates.postprocess(reference)
     names = sorted(p.name for p in (tmp / "cabinetry").glob("*.npz"))
-    # 3 samples x (1 nominal + 2 systematics x 2) - data has only the nominal, 2 masses
-    assert len(names) == 1 + 4 * 5
+    # 3 samples x (1 nominal + 2 systematics x 2) - data has only the nominal, 2 masses;
+    # each histogram also as cabinetry's post-processed <name>_modified.npz
+    assert len(names) == 2 * (1 + 4 * 5)
     assert names == sorted(p.name for p in ours.glob("*.npz"))
     for name in names:
         mine, theirs = np.load(ours / name), np.load(tmp / "cabinetry" / name)
@@ -110,7 +112,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def _select(work: Path, ntuple: str) -> tuple[int, str, Path]:
     out = work / "results" / "select" / "out.npz"
-    result = step(work, "select", "--config", "inputs/analysis.yaml", "--input", ntuple,
+    result = step(work, "select", "--config", "inputs/pubflow.yaml", "--input", ntuple,
                   "--output", str(out))
     return result.returncode, result.stderr.strip(), out
 
@@ -151,7 +153,7 @@ def test_corrupt_root_file_is_named(checkout: Path) -> None:
 
 def test_truncated_root_file_is_named(checkout: Path) -> None:
     ntuple = checkout / "results" / "simulate" / "Zmumu.root"
-    step(checkout, "simulate", "--config", "inputs/analysis.yaml", "--output",
+    step(checkout, "simulate", "--config", "inputs/pubflow.yaml", "--output",
          "results/simulate/Zmumu.root", "--events", "5000", check=True)
     ntuple.write_bytes(ntuple.read_bytes()[: ntuple.stat().st_size // 2])
     code, err, out = _select(checkout, "results/simulate/Zmumu.root")
@@ -162,8 +164,8 @@ def test_truncated_root_file_is_named(checkout: Path) -> None:
 
 def test_missing_branch_names_branch_and_histogram(checkout: Path, config: dict) -> None:
     config["Regions"][0]["Filter"] += " & (iso1 < 0.1)"
-    (checkout / "inputs" / "analysis.yaml").write_text(yaml.safe_dump(config))
-    step(checkout, "simulate", "--config", "inputs/analysis.yaml", "--output",
+    write_config(checkout, config)
+    step(checkout, "simulate", "--config", "inputs/pubflow.yaml", "--output",
          "results/simulate/Zmumu.root", "--events", "100", check=True)
     code, err, out = _select(checkout, "results/simulate/Zmumu.root")
     assert code == 1 and err.count("\n") == 0

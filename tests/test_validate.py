@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from steps import hepdata, validate
-from steps.config import load_analysis
+
+from .conftest import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "inputs" / "analysis.yaml"
 DATASETS = ROOT / "inputs" / "datasets.yaml"
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")  # hepdata_lib/validator
@@ -63,7 +63,7 @@ def make_submission(folder: Path, workspace: Path, patchset: Path) -> Path:
     from hepdata_lib import Submission, Table, Uncertainty, Variable
 
     likelihoods = folder / "Likelihoods.tar.gz"
-    hepdata.write_likelihoods(likelihoods, load_analysis(CONFIG), workspace, patchset)
+    hepdata.write_likelihoods(likelihoods, read_config(ROOT), workspace, patchset)
     submission = Submission()
     submission.add_additional_resource("likelihoods", str(likelihoods), copy_file=True,
                                        file_type="HistFactory")
@@ -91,12 +91,14 @@ def make_submission(folder: Path, workspace: Path, patchset: Path) -> Path:
 @pytest.fixture
 def artefacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.json"  # resolved, as the workflow's rule config writes it
+    config.write_text(json.dumps(read_config(ROOT)))
     workspace = tmp_path / "workspace.json"
     workspace.write_text(json.dumps(BACKGROUND))
     patchset = tmp_path / "patchset.json"
     patchset.write_text(json.dumps(make_patchset(BACKGROUND)))
     return {
-        "config": CONFIG,
+        "config": config,
         "datasets": DATASETS,
         "workspace": workspace,
         "patchset": patchset,
@@ -120,7 +122,7 @@ def test_valid_artefacts_give_a_report(artefacts: dict[str, Path]) -> None:
     assert report["valid"] is True
     checked = {(c["artefact"], c["tool"].split()[0]) for c in report["checks"]}
     assert checked == {
-        (str(CONFIG), "pubflow"), (str(DATASETS), "pubflow"),
+        (str(artefacts["config"]), "pubflow"), (str(DATASETS), "pubflow"),
         (str(artefacts["workspace"]), "pyhf"), (str(artefacts["patchset"]), "pyhf"),
         (str(artefacts["submission"]), "hepdata-validator"),
         (str(artefacts["submission"]), "pyhf"),
@@ -192,7 +194,7 @@ def test_all_problems_are_collected(artefacts: dict[str, Path], tmp_path: Path) 
                                       "workspace": bad_workspace})
     verdict = {(c.artefact, c.tool.split()[0]): c.valid for c in checks}
     assert verdict == {
-        (str(CONFIG), "pubflow"): True, (str(DATASETS), "pubflow"): True,
+        (str(artefacts["config"]), "pubflow"): True, (str(DATASETS), "pubflow"): True,
         (str(bad_workspace), "pyhf"): False,
         # the patchset was made for the good workspace, and so were the published likelihoods
         (str(artefacts["patchset"]), "pyhf"): False,
@@ -218,7 +220,7 @@ def test_patch_that_breaks_the_workspace(artefacts: dict[str, Path], tmp_path: P
 
 
 def test_broken_config_is_named(artefacts: dict[str, Path], tmp_path: Path) -> None:
-    config = yaml.safe_load(CONFIG.read_text())
+    config = read_config(ROOT)
     config["Regions"][0]["Binnning"] = config["Regions"][0].pop("Binning")
     path = tmp_path / "analysis.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -105,6 +105,6 @@ def test_reana_client_validates_the_specification(workflow_run: Path) -> None:
 def test_reana_specification_shape() -> None:
     spec = yaml.safe_load((REPO / "reana.yaml").read_text())
     assert spec["workflow"] == {"type": "snakemake", "file": "Snakefile"}
-    assert spec["inputs"]["parameters"]["input"] == "inputs/analysis.yaml"
+    assert spec["inputs"]["parameters"]["input"] == "inputs/pubflow.yaml"
     outputs = set(spec["outputs"]["files"]) | set(spec["outputs"]["directories"])
     assert {"results/hepdata/submission.tar.gz", "results/validation/report.json"} <= outputs

@@ -112,7 +112,7 @@ def test_server_lost_mid_read_fails_cleanly_and_resumes(xrootd: XRootD, tmp_path
                                                         ) -> None:
     work = copy_checkout(tmp_path / "w")
     local = xrootd.export / "Zmumu.root"
-    run([sys.executable, "-m", "steps.simulate", "--config", "inputs/analysis.yaml",
+    run([sys.executable, "-m", "steps.simulate", "--config", "inputs/pubflow.yaml",
          "--output", "results/simulate/Zmumu.root", "--events", "200000"], work)
     shutil.move(work / "results/simulate/Zmumu.root", local)
     os.chmod(local, 0o644)
@@ -122,7 +122,7 @@ def test_server_lost_mid_read_fails_cleanly_and_resumes(xrootd: XRootD, tmp_path
     (work / "inputs/analysis.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = work / "results/select/Zmumu.npz"
     cmd = [sys.executable, "-m", "steps.select", "--verbose", "--config",
-           "inputs/analysis.yaml", "--input", url, "--output", str(out), "--step-size", "2000"]
+           "inputs/pubflow.yaml", "--input", url, "--output", str(out), "--step-size", "2000"]
 
     proc = subprocess.Popen(cmd, cwd=work, env=venv_env(), stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

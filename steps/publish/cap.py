@@ -344,7 +344,7 @@ def main(args: argparse.Namespace) -> None:
                             ("REANA workflow (--reana-url)", found.reana)):
             if not value:
                 log.warning("CAP: no %s to link yet", what)
-        metadata = cap_metadata(config["Publication"], links=found,
+        metadata = cap_metadata(common.publication(config, opts.config), links=found,
                                 extra=_extra_metadata(args.metadata))
         validate(metadata, "cap-metadata", f"{opts.config} (Publication, as CAP metadata)")
 

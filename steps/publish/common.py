@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from steps.errors import PubflowError
 from steps.publish.http import InDoubtError, RetryPolicy, check_base_url
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_CONFIG = "inputs/analysis.yaml"
+DEFAULT_CONFIG = "results/config.json"  # the config the validated run read
 DEFAULT_RESULTS = "results"
 DEFAULT_REPORT = "results/validation/report.json"
 PUBLISH_DIR = "publish"
@@ -65,6 +65,19 @@ class Options:
     def kind(self) -> str:
         """``production`` or ``sandbox``, for messages."""
         return "production" if self.production else "sandbox"
+
+
+def publication(config: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """The config's ``Publication`` block, which only publishing needs.
+
+    Raises:
+        PubflowError: If the config has none.
+    """
+    if "Publication" not in config:
+        raise PubflowError("required key is missing: publishing needs the record's title, "
+                           "abstract, authors and licence (see inputs/pubflow.yaml)",
+                           path=source, key="Publication")
+    return config["Publication"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: str,

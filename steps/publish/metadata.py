@@ -1,4 +1,4 @@
-"""Record metadata from the ``Publication`` block of ``inputs/analysis.yaml``.
+"""Record metadata from the ``Publication`` block of pubflow's config (``inputs/pubflow.yaml``).
 
 * Zenodo: the legacy deposit API's metadata (https://developers.zenodo.org, "Deposit
   metadata"): ``upload_type``, ``title``, ``creators`` (``Family, Given`` names with

@@ -450,7 +450,7 @@ def main(args: argparse.Namespace) -> None:
     redactor.add(token)
     with redacted_logging(redactor):
         config = load_analysis(opts.config)
-        publication = config["Publication"]
+        publication = common.publication(config, opts.config)
         files = sources(opts.results, opts.report)
         datasets = config.get("Datasets")
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import steps.config
+import steps.layout
 from steps import cli
 from steps.publish.__main__ import build_parser, main
 
@@ -79,7 +80,7 @@ def write_archive(path: Path, events: int = 501, extra: bytes = b"") -> None:
     path.write_bytes(raw.getvalue())
 
 
-REPORTED = ["inputs/analysis.yaml", "inputs/datasets.yaml", "results/model/workspace.json",
+REPORTED = ["results/config.json", "inputs/datasets.yaml", "results/model/workspace.json",
             "results/hepdata/submission.tar.gz"]
 
 
@@ -110,9 +111,12 @@ def make_repo(root: Path) -> Path:
         (root / name).write_text(text)
     (root / "results/fit/figures").mkdir(parents=True)
     (root / "results/fit/figures/brazil.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    for name in ("analysis.yaml", "datasets.yaml"):
+    for name in ("pubflow.yaml", "analysis.yaml", "datasets.yaml"):
         (root / "inputs").mkdir(exist_ok=True)
         shutil.copyfile(REPO / "inputs" / name, root / "inputs" / name)
+    # the config the run read, as rule config writes it
+    (root / "results" / "config.json").write_text(json.dumps(steps.layout.resolve(
+        steps.layout.load_yaml(REPO / "inputs" / "pubflow.yaml"), base=REPO), indent=2))
     write_archive(root / "results/hepdata/submission.tar.gz")
     write_report(root)
     return root

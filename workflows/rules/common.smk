@@ -6,32 +6,58 @@
 # the file and the key), and here too where the engine can check it the same way. REANA's
 # engines cannot: they carry jsonschema 3, which has no draft 2020-12 (snakemake.utils.validate
 # stops REANA 0.95's loader with an ImportError and, on 0.9, silently checks another draft).
+import base64
+import json
+import os
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from steps import __version__, layout  # noqa: E402
+from snakemake.exceptions import WorkflowError  # noqa: E402
 
-CONFIG_FILE = "inputs/analysis.yaml"
+# Where the config came from, for error messages (REANA hands over its contents only).
+CONFIG_SOURCE = (
+    os.path.relpath(workflow.configfiles[-1])
+    if workflow.configfiles
+    else "the workflow config (reana.yaml: inputs.parameters)"
+)
+try:
+    ANALYSIS = layout.resolve(config, CONFIG_SOURCE)
+except layout.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+ANALYSIS_FILE = (
+    config.get("Analysis") if isinstance(config.get("Analysis"), str) else []
+)
 
 try:
     from jsonschema import Draft202012Validator  # noqa: F401
 except ImportError:
     pass
 else:
-    from steps.config import check_analysis
+    from steps.config import resolve_analysis
+    from steps.errors import PubflowError
 
-    check_analysis(config, CONFIG_FILE)
+    try:
+        resolve_analysis(dict(config), CONFIG_SOURCE)
+    except PubflowError as err:
+        raise WorkflowError(str(err)) from None
 
-DATASETS = config["Datasets"]
-HISTOGRAMS = config["General"]["HistogramFolder"].rstrip("/")
-SELECT_JOBS = layout.select_jobs(config)
+# What every step reads: the config above, resolved by rule config (workflows/rules/config.smk)
+CONFIG_FILE = "results/config.json"
+DATASETS = ANALYSIS["Datasets"]
+HISTOGRAMS = ANALYSIS["General"]["HistogramFolder"].rstrip("/")
+SELECT_JOBS = layout.select_jobs(ANALYSIS)
 # simulate jobs are named after the file they write (a sample may span several files)
-SIMULATED = {Path(path).stem: path for path in layout.simulated_samples(config)}
-MASSES = list(config.get("Scan", {}).get("Masses", []))
+SIMULATED = {Path(path).stem: path for path in layout.simulated_samples(ANALYSIS)}
+MASSES = list(ANALYSIS.get("Scan", {}).get("Masses", []))
+# What only an analysis with a signal scan has: the patchset, one limit job per hypothesis
+PATCHSET = "results/model/patchset.json"
+LIMITS = "results/fit/limits.json"
+BRAZIL = "results/fit/figures/brazil.png"
 
-_images = config.get("Images", {})
+_images = ANALYSIS.get("Images", {})
 IMAGE_PREFIX = _images.get("Prefix", "ghcr.io/pubflow/pubflow")
 IMAGE_TAG = _images.get("Tag", __version__)
 
@@ -56,6 +82,23 @@ def rule_name(prefix, job):
 # its own stderr, which is what `reana-client logs` shows (a shell `2> {log}` would hide the
 # error there), and makes the log's directory itself (REANA 0.9's executor, unlike local
 # Snakemake, creates no output or log directory before a job).
+
+
+def encoded(settings):
+    """``settings`` as a params string: JSON, base64-encoded, since Snakemake would take the
+    braces of JSON (and of patterns such as ``{mass}`` in it) for wildcards."""
+    text = json.dumps(settings, sort_keys=True)
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def with_scan(**paths):
+    """``paths`` for an analysis with a signal scan, nothing for one without."""
+    return paths if MASSES else {}
+
+
+def scan_options(options):
+    """Command-line ``options`` of a step, for an analysis with a signal scan only."""
+    return options if MASSES else ""
 
 
 def image(environment):

@@ -1,4 +1,4 @@
-REGIONS = [region["Name"] for region in config["Regions"]]
+REGIONS = [region["Name"] for region in ANALYSIS["Regions"]]
 
 
 rule fit:
@@ -28,39 +28,41 @@ rule fit:
         " --output {output.results} --figures results/fit/figures --log {log}"
 
 
-rule limit:
-    input:
-        workspace=rules.model.output.workspace,
-        patchset=rules.model.output.patchset,
-    output:
-        point="results/fit/limits/m{mass}.json",
-    log:
-        "logs/fit/limit_m{mass}.log",
-    wildcard_constraints:
-        mass=r"\d+",
-    container:
-        image("analysis")
-    resources:
-        kubernetes_memory_limit="2Gi",
-    shell:
-        "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
-        " --mass {wildcards.mass} --output {output.point} --log {log}"
+# One limit job per signal hypothesis, for an analysis with a scan only
+if MASSES:
 
+    rule limit:
+        input:
+            workspace=rules.model.output.workspace,
+            patchset=PATCHSET,
+        output:
+            point="results/fit/limits/m{mass}.json",
+        log:
+            "logs/fit/limit_m{mass}.log",
+        wildcard_constraints:
+            mass=r"\d+",
+        container:
+            image("analysis")
+        resources:
+            kubernetes_memory_limit="2Gi",
+        shell:
+            "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
+            " --mass {wildcards.mass} --output {output.point} --log {log}"
 
-rule limits:
-    input:
-        config=CONFIG_FILE,
-        points=expand(rules.limit.output.point, mass=MASSES),
-    output:
-        limits="results/fit/limits.json",
-        figure="results/fit/figures/brazil.png",
-        figure_pdf="results/fit/figures/brazil.pdf",
-    log:
-        "logs/fit/limits.log",
-    container:
-        image("analysis")
-    resources:
-        kubernetes_memory_limit="1Gi",
-    shell:
-        "python -m steps.fit limits --config {input.config} --inputs {input.points}"
-        " --output {output.limits} --figure {output.figure} --log {log}"
+    rule limits:
+        input:
+            config=CONFIG_FILE,
+            points=expand(rules.limit.output.point, mass=MASSES),
+        output:
+            limits=LIMITS,
+            figure=BRAZIL,
+            figure_pdf="results/fit/figures/brazil.pdf",
+        log:
+            "logs/fit/limits.log",
+        container:
+            image("analysis")
+        resources:
+            kubernetes_memory_limit="1Gi",
+        shell:
+            "python -m steps.fit limits --config {input.config} --inputs {input.points}"
+            " --output {output.limits} --figure {output.figure} --log {log}"

@@ -1,13 +1,11 @@
 rule hepdata:
     input:
+        **with_scan(limits=LIMITS, brazil=BRAZIL, patchset=PATCHSET),
         config=CONFIG_FILE,
         histograms=rules.merge.output.summary,
         results=rules.fit.output.results,
         fit_figures=rules.fit.output.figures,
-        limits=rules.limits.output.limits,
-        brazil=rules.limits.output.figure,
         workspace=rules.model.output.workspace,
-        patchset=rules.model.output.patchset,
     output:
         submission=directory("results/hepdata/submission"),
         archive="results/hepdata/submission.tar.gz",
@@ -19,6 +17,6 @@ rule hepdata:
         kubernetes_memory_limit="1Gi",
     shell:
         "python -m steps.hepdata --config {input.config} --histograms {input.histograms}"
-        " --fit {input.results} --limits {input.limits} --workspace {input.workspace}"
-        " --patchset {input.patchset} --figures results/fit/figures"
-        " --output results/hepdata --log {log}"
+        " --fit {input.results} --workspace {input.workspace}"
+        + scan_options(" --limits {input.limits} --patchset {input.patchset}")
+        + " --figures results/fit/figures --output results/hepdata --log {log}"

@@ -3,8 +3,8 @@ rule model:
         config=CONFIG_FILE,
         histograms=rules.merge.output.histograms,
     output:
+        **with_scan(patchset=PATCHSET),
         workspace="results/model/workspace.json",
-        patchset="results/model/patchset.json",
     log:
         "logs/model.log",
     container:
@@ -13,4 +13,5 @@ rule model:
         kubernetes_memory_limit="1Gi",
     shell:
         "python -m steps.model --config {input.config} --workspace {output.workspace}"
-        " --patchset {output.patchset} --log {log}"
+        + scan_options(" --patchset {output.patchset}")
+        + " --log {log}"

@@ -23,16 +23,14 @@ rule publish_hepdata:
 
 rule publish_zenodo:
     input:
+        **with_scan(patchset=PATCHSET, limits=LIMITS, brazil=BRAZIL),
         config=CONFIG_FILE,
         datasets=DATASETS,
         report=rules.validate.output.report,
         archive=rules.hepdata.output.archive,
         workspace=rules.model.output.workspace,
-        patchset=rules.model.output.patchset,
         results=rules.fit.output.results,
-        limits=rules.limits.output.limits,
         figures=rules.fit.output.figures,
-        brazil=rules.limits.output.figure,
         workflow=["Snakefile", "reana.yaml"],
     output:
         bundle=directory("results/publish/zenodo/bundle"),
