@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,55 @@ def test_snakemake_refuses_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "my.yaml: Scan" in out
     assert "Traceback" not in out and len(out.splitlines()) < 15, out
+
+
+@pytest.mark.slow
+def test_an_analysis_without_scan_luminosity_publication_runs_to_a_validated_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's own analysis: their cabinetry file, their ntuples and manifest, no pubflow
+    extras. Nothing of the bundled analysis is used: no simulation, no limits, no lumi; the
+    workspace is cabinetry's own, and the record validates."""
+    import cabinetry
+    import uproot
+
+    work = copy_checkout(tmp_path / "w")
+    (work / "ntuples").mkdir()
+    for name, events in (("Zmumu", 6000), ("Continuum", 3000)):
+        step(work, "simulate", "--config", "inputs/pubflow.yaml", "--output",
+             f"results/simulate/{name}.root", "--events", str(events), check=True)
+        (work / "results" / "simulate" / f"{name}.root").rename(work / "ntuples" / f"{name}.root")
+    (work / "results").rename(work / "scratch")  # nothing of the bundled run is left
+    analysis = yaml.safe_load((REPO / "inputs" / "analysis.yaml").read_text())
+    for sample in analysis["Samples"][1:]:
+        sample["SamplePath"] = f"ntuples/{sample['Name']}.root"
+    (work / "my-analysis.yaml").write_text(yaml.safe_dump(analysis, sort_keys=False))
+    files = ["inputs/data/uproot-Zmumu.root", "ntuples/Zmumu.root", "ntuples/Continuum.root"]
+    result = step(work, "datasets", "add", *files, "--manifest", "my-datasets.yaml")
+    assert result.returncode == 0, result.stderr
+    manifest = yaml.safe_load((work / "my-datasets.yaml").read_text())
+    for entry in manifest["files"]:  # what a user writes by hand in the FILL IN fields
+        assert "FILL IN" in entry["description"]
+        entry["description"] = f"test ntuple {entry['path']}"
+        entry["provenance"] = {"source": "tests/test_analysis_config.py", "license": "CC0-1.0"}
+    (work / "my-datasets.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    (work / "my.yaml").write_text(yaml.safe_dump({"Analysis": "my-analysis.yaml",
+                                                  "Datasets": "my-datasets.yaml"}))
+
+    run(["snakemake", "--cores", "2", "--configfile", "my.yaml"], work)
+
+    report = json.loads((work / "results/validation/report.json").read_text())
+    assert report["valid"] is True
+    resolved = json.loads((work / "results/config.json").read_text())
+    assert set(resolved) == set(analysis) | {"Datasets"}
+    assert not (work / "results/simulate").exists()
+    assert not (work / "results/fit/limits.json").exists()
+    assert not (work / "results/model/patchset.json").exists()
+    ours = json.loads((work / "results/model/workspace.json").read_text())
+    with uproot.open(work / "ntuples/Zmumu.root") as f:
+        assert f["events"].num_entries == 6000
+    monkeypatch.chdir(work)  # cabinetry reads the histograms relative to the working directory
+    theirs = cabinetry.workspace.build(cabinetry.configuration.load("my-analysis.yaml"))
+    assert ours == json.loads(json.dumps(theirs))  # cabinetry's own, no lumi added
+    with tarfile.open(work / "results/hepdata/submission.tar.gz") as tar:
+        names = tar.getnames()
+    assert "submission.yaml" in names and not any("limit" in n.lower() for n in names)
