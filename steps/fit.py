@@ -20,7 +20,7 @@ import numpy as np
 
 from steps import cli
 from steps.config import load_analysis
-from steps.errors import PubflowError
+from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_input_json, write_json
 
 log = logging.getLogger(__name__)
@@ -120,28 +120,97 @@ def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
     return results
 
 
-def limit(workspace_path: str, patchset_path: str, mass: int, output: str) -> dict[str, Any]:
-    """CLs limits and local significance for one mass hypothesis of the patchset."""
+def _select_patch(patchset: Any, patchset_path: str, patch: str | None, mass: int | None
+                  ) -> Any:
+    """The patch named ``patch``, or the one whose single label's value is ``mass``."""
+    labels = list(patchset.labels)
+    if patch is not None:
+        # by name only: pyhf's own lookup mixes names, value tuples and its table's own keys
+        by_name = {p.name: p for p in patchset.patches}
+        if patch not in by_name:
+            raise PubflowError(f"no patch named {patch!r}; it has {len(by_name)}, e.g. "
+                               f"{', '.join(list(by_name)[:5])}", path=patchset_path,
+                               key="patches")
+        return by_name[patch]
+    if len(labels) != 1:
+        raise PubflowError(f"--mass needs a single-label patchset, this one has the labels "
+                           f"{', '.join(labels)}: choose a patch with --patch NAME",
+                           path=patchset_path, key="metadata.labels")
+    # values as read from JSON (90 or 90.0): compare numbers, not their spelling
+    for candidate in patchset.patches:
+        if candidate.values[0] == mass:
+            return candidate
+    values = ", ".join(str(p.values[0]) for p in patchset.patches[:8])
+    raise PubflowError(f"no patch with {labels[0]} = {mass} (values: {values})",
+                       path=patchset_path, key="patches")
+
+
+def limit(workspace_path: str, patchset_path: str, output: str, *,
+          patch: str | None = None, mass: int | None = None) -> dict[str, Any]:
+    """CLs limits and local significance for one patch of a pyhf patchset.
+
+    The patch is chosen by name (``patch``, as HEPData likelihoods are addressed) or, for a
+    single-label patchset, by its value (``mass``); exactly one of the two is given.
+    """
+    import jsonpatch
     import pyhf
 
     from steps.limits import upper_limit
 
-    patchset = pyhf.PatchSet(read_input_json(patchset_path))
+    if (patch is None) == (mass is None):
+        raise PubflowError("give exactly one of a patch name and a mass")
     try:
-        ws = patchset.apply(pyhf.Workspace(read_input_json(workspace_path)), [mass])
-    except pyhf.exceptions.InvalidPatchLookup:
-        raise PubflowError(f"no patch for mass {mass}", path=patchset_path) from None
-    except pyhf.exceptions.PatchSetVerificationError as err:
-        raise PubflowError(f"patchset does not belong to the workspace ({err})",
-                           path=patchset_path) from None
-    model = pyhf.Workspace(ws).model()
-    result = upper_limit(pyhf.Workspace(ws).data(model), model)
-    point = {"mass": mass, "observed": result.observed, "expected": list(result.expected),
-             "significance": result.significance, "p0": result.p0, "muhat": result.muhat,
-             "n_fits": result.n_fits}
+        patchset = pyhf.PatchSet(read_input_json(patchset_path))
+    except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidPatchSet) as err:
+        raise PubflowError(f"not a pyhf patchset ({one_line(err)})", path=patchset_path
+                           ) from None
+    spec = read_input_json(workspace_path)
+    try:
+        patchset.verify(spec)
+    except pyhf.exceptions.PatchSetVerificationError:
+        expected = ", ".join(f"{alg}:{digest}" for alg, digest in patchset.digests.items())
+        raise PubflowError(f"not made for the workspace {workspace_path} (its digest is "
+                           f"sha256:{pyhf.utils.digest(spec)}, the patchset expects "
+                           f"{expected})", path=patchset_path,
+                           key="metadata.digests") from None
+    chosen = _select_patch(patchset, patchset_path, patch, mass)
+    where = f"patches[{patchset.patches.index(chosen)}]"
+    try:
+        patched = chosen.apply(spec)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
+        raise PubflowError(f"patch {chosen.name!r} does not apply to {workspace_path} "
+                           f"({one_line(err)})", path=patchset_path, key=where) from None
+    # the signal hypothesis decides what is tested, so its POI is the patched workspace's
+    measurements = patched.get("measurements") or [{}]
+    poi = measurements[0].get("config", {}).get("poi")
+    if not poi:
+        raise PubflowError(f"patch {chosen.name!r} leaves the workspace without a POI "
+                           "(measurements[0].config.poi)", path=patchset_path, key=where)
+    try:
+        ws = pyhf.Workspace(patched)
+        model = ws.model(measurement_name=measurements[0]["name"])
+        data = ws.data(model)
+    except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidModel) as err:
+        raise PubflowError(f"patch {chosen.name!r} gives an invalid workspace "
+                           f"({one_line(err)})", path=patchset_path, key=where) from None
+    try:
+        result = upper_limit(data, model)
+    except ValueError as err:  # a POI fixed, unbounded at 0, or a limit beyond its bound
+        raise PubflowError(f"no limit on {poi} for patch {chosen.name!r} ({err})",
+                           path=patchset_path, key=where) from None
+    values = dict(zip(patchset.labels, chosen.values, strict=True))
+    point: dict[str, Any] = {
+        "patch": chosen.name, "values": values, "poi": poi,
+        "observed": result.observed, "expected": list(result.expected),
+        "significance": result.significance, "p0": result.p0, "muhat": result.muhat,
+        "n_fits": result.n_fits,
+    }
+    if list(values) == ["mass"]:  # what `limits` and the HEPData table sort and check by
+        point["mass"] = values["mass"]
     write_json(output, point)
-    log.info("m = %s GeV: observed %.3f, expected %.3f", mass, result.observed,
-             result.expected[2])
+    log.info("%s (%s): observed %.3f, expected %.3f on %s", chosen.name,
+             ", ".join(f"{k} = {v}" for k, v in values.items()), result.observed,
+             result.expected[2], poi)
     return point
 
 
@@ -196,10 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--workspace", required=True, help="pyhf workspace (JSON)")
     m.add_argument("--output", required=True, help="fit results to write (JSON)")
     m.add_argument("--figures", required=True, help="folder for the figures")
-    lim = cli.subcommand(sub, "limit", help="CLs limit for one mass of the patchset")
+    lim = cli.subcommand(sub, "limit", help="CLs limit for one patch of a pyhf patchset")
     lim.add_argument("--workspace", required=True, help="background-only workspace (JSON)")
     lim.add_argument("--patchset", required=True, help="pyhf patchset (JSON)")
-    lim.add_argument("--mass", required=True, type=int, help="mass hypothesis (GeV)")
+    which = lim.add_mutually_exclusive_group(required=True)
+    which.add_argument("--patch", metavar="NAME", help="the patch's name (as on HEPData)")
+    which.add_argument("--mass", type=int,
+                       help="the value of a single-label patchset's label (e.g. mass in GeV)")
     lim.add_argument("--output", required=True, help="result to write (JSON)")
     g = cli.subcommand(sub, "limits", help="gather limits, draw the Brazil band")
     g.add_argument("--config", required=True, help="analysis config")
@@ -213,7 +285,7 @@ def main(args: argparse.Namespace) -> None:
     if args.command == "mle":
         mle(load_analysis(args.config), args.workspace, args.output, args.figures)
     elif args.command == "limit":
-        limit(args.workspace, args.patchset, args.mass, args.output)
+        limit(args.workspace, args.patchset, args.output, patch=args.patch, mass=args.mass)
     else:
         limits(load_analysis(args.config), args.inputs, args.output, args.figure)
 
