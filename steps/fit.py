@@ -5,7 +5,8 @@ Three sub-commands, one per Snakemake rule:
           pulls, pre- and post-fit yields (per bin and summed per region, with their
           uncertainties) and data/simulation plots, Z significance;
   limit   95% CL CLs upper limit (observed, expected +-1/2 sigma) and local significance for
-          one mass of the patchset (scatter);
+          one patch of any pyhf patchset, chosen by name (or by mass for a one-label
+          patchset) (scatter);
   limits  gather the per-mass results, draw the "Brazil band".
 """
 
