@@ -30,17 +30,18 @@ import json
 import posixpath
 import re
 import subprocess
-import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..fake_services import serving
 
 # reana_commons/config.py (0.9.11 and 0.95.0a26): REANA_WORKFLOW_ENGINES and
 # REANA_WORKFLOW_NAME_ILLEGAL_CHARACTERS.
@@ -518,16 +519,9 @@ class _Reana095(_Handler):
 def _serve(handler: type[_Handler], token: str, **attributes: Any) -> Iterator[FakeReana]:
     state = FakeReana(url="", token=token)
     bound = type(handler.__name__, (handler,), {"state": state, **attributes})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), bound)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(bound) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @contextlib.contextmanager
