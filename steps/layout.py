@@ -104,6 +104,16 @@ def sources(settings: Config, source: str) -> dict[str, str]:
     return {**dict.fromkeys(CABINETRY_KEYS, origin), **own}
 
 
+def patch_name(mass: int) -> str:
+    """The patchset's name for one mass hypothesis (HEPData's convention: names, not values)."""
+    return f"mass_{mass}"
+
+
+def scan_patches(config: Config) -> list[str]:
+    """The patch names of the config's signal scan (one limit job each); none without a Scan."""
+    return [patch_name(m) for m in config.get("Scan", {}).get("Masses", [])]
+
+
 def scan_sample_name(config: Config, mass: int) -> str:
     """Name of the resonance sample for one mass hypothesis."""
     return config["Scan"]["SampleName"].format(mass=mass)

@@ -72,7 +72,7 @@ def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[s
     for mass in scan["Masses"]:
         signal = build_workspace(layout.scan_config(config, mass))
         patches.append({
-            "metadata": {"name": f"mass_{mass}", "values": [mass]},
+            "metadata": {"name": layout.patch_name(mass), "values": [mass]},
             "patch": jsonpatch.make_patch(background, signal).patch,
         })
     patchset = {
@@ -82,7 +82,8 @@ def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[s
             "digests": {"sha256": pyhf.utils.digest(background)},
             "labels": ["mass"],
             # the patchset schema demands an INSPIRE id; ins0000000 = not assigned yet
-            "references": {"hepdata": config["Publication"].get("InspireId", "ins0000000")},
+            "references": {"hepdata": config.get("Publication", {}).get("InspireId",
+                                                                          "ins0000000")},
         },
         "patches": patches,
         "version": PATCHSET_VERSION,

@@ -44,6 +44,7 @@ _FIELD = re.compile(r"^ {4}(\w+): (.*)$")
 _FINISHED = re.compile(r"^Finished job(?:id:)? (\d+)")
 _ERROR = re.compile(r"^Error in rule (\S+):$")
 _DONE = re.compile(r"^\d+ of \d+ steps \(100%\) done$|^Nothing to be done", re.MULTILINE)
+_RAN = re.compile(r"steps \(\d+%\) done|^Error in rule |^Exiting because", re.MULTILINE)
 
 
 def _human_readable(size: int) -> str:
@@ -72,7 +73,10 @@ class LocalWorkspace(DataFetcherBase):
         self.root = str(root.resolve())  # no trailing slash: get_disk_usage trims it off names
         self.name = name
         self.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"file://{self.root}"))
-        logs = sorted((root / ".snakemake" / "log").glob("*.snakemake.log"))
+        # the run's log: the newest one of a run that executed jobs (a later `snakemake -n`
+        # or `--lint` in the same workspace writes a log of its own, of no run)
+        logs = [p for p in sorted((root / ".snakemake" / "log").glob("*.snakemake.log"))
+                if _RAN.search(p.read_text())]
         self._engine_log_path = logs[-1] if logs else None
         self._engine_log = self._engine_log_path.read_text() if self._engine_log_path else ""
         self._jobs = self._parse_jobs(self._engine_log)

@@ -51,7 +51,7 @@ HISTOGRAMS = ANALYSIS["General"]["HistogramFolder"].rstrip("/")
 SELECT_JOBS = layout.select_jobs(ANALYSIS)
 # simulate jobs are named after the file they write (a sample may span several files)
 SIMULATED = {Path(path).stem: path for path in layout.simulated_samples(ANALYSIS)}
-MASSES = list(ANALYSIS.get("Scan", {}).get("Masses", []))
+PATCHES = layout.scan_patches(ANALYSIS)  # one limit job per patch, named by the patch
 # What only an analysis with a signal scan has: the patchset, one limit job per hypothesis
 PATCHSET = "results/model/patchset.json"
 LIMITS = "results/fit/limits.json"
@@ -93,12 +93,12 @@ def encoded(settings):
 
 def with_scan(**paths):
     """``paths`` for an analysis with a signal scan, nothing for one without."""
-    return paths if MASSES else {}
+    return paths if PATCHES else {}
 
 
 def scan_options(options):
     """Command-line ``options`` of a step, for an analysis with a signal scan only."""
-    return options if MASSES else ""
+    return options if PATCHES else ""
 
 
 def image(environment):

@@ -29,30 +29,30 @@ rule fit:
 
 
 # One limit job per signal hypothesis, for an analysis with a scan only
-if MASSES:
+if PATCHES:
 
     rule limit:
         input:
             workspace=rules.model.output.workspace,
             patchset=PATCHSET,
         output:
-            point="results/fit/limits/m{mass}.json",
+            point="results/fit/limits/{patch}.json",
         log:
-            "logs/fit/limit_m{mass}.log",
+            "logs/fit/limit_{patch}.log",
         wildcard_constraints:
-            mass=r"\d+",
+            patch="|".join(PATCHES),
         container:
             image("analysis")
         resources:
             kubernetes_memory_limit="2Gi",
         shell:
             "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
-            " --mass {wildcards.mass} --output {output.point} --log {log}"
+            " --patch {wildcards.patch} --output {output.point} --log {log}"
 
     rule limits:
         input:
             config=CONFIG_FILE,
-            points=expand(rules.limit.output.point, mass=MASSES),
+            points=expand(rules.limit.output.point, patch=PATCHES),
         output:
             limits=LIMITS,
             figure=BRAZIL,
