@@ -24,25 +24,24 @@ CONFIG_SOURCE = (
     else "the workflow config (reana.yaml: inputs.parameters)"
 )
 try:
-    ANALYSIS = layout.resolve(config, CONFIG_SOURCE)
-except layout.ConfigError as err:
-    raise WorkflowError(str(err)) from None
-ANALYSIS_FILE = (
-    config.get("Analysis") if isinstance(config.get("Analysis"), str) else []
-)
-
-try:
     from jsonschema import Draft202012Validator  # noqa: F401
 except ImportError:
-    pass
+    try:
+        ANALYSIS = layout.resolve(config, CONFIG_SOURCE)
+    except layout.ConfigError as err:
+        raise WorkflowError(str(err)) from None
 else:
+    # the same resolution, with the schema check the steps make
     from steps.config import resolve_analysis
     from steps.errors import PubflowError
 
     try:
-        resolve_analysis(dict(config), CONFIG_SOURCE)
+        ANALYSIS = resolve_analysis(dict(config), CONFIG_SOURCE)
     except PubflowError as err:
         raise WorkflowError(str(err)) from None
+ANALYSIS_FILE = (
+    config.get("Analysis") if isinstance(config.get("Analysis"), str) else []
+)
 
 # What every step reads: the config above, resolved by rule config (workflows/rules/config.smk)
 CONFIG_FILE = "results/config.json"
