@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from steps import layout
 from steps.errors import PubflowError
 
 Config = dict[str, Any]
@@ -93,15 +94,11 @@ _REMOTE_WILDCARD = re.compile(r"[*\[\]]")  # '?' starts the options of an XRootD
 Issue = tuple[str, str]  # (key path, reason)
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
-
-
 def _wildcards(key: str, value: Any) -> list[Issue]:
     """A path setting (string or list of strings) with a glob pattern in it."""
     found = []
     many = isinstance(value, list)
-    for i, path in enumerate(_as_list(value)):
+    for i, path in enumerate(layout.as_list(value)):
         if not isinstance(path, str):
             continue
         pattern = _REMOTE_WILDCARD if "://" in path else _LOCAL_WILDCARD

@@ -3,7 +3,7 @@
 A *snapshot* flattens what a run publishes into named quantities: every histogram's binning,
 yield and bin contents (``histograms/Dimuon_Data/bin[12]``), the pyhf workspace and patchset
 as digests after sorting (``model/workspace_sha256_sorted``), every fitted value
-(``fit/mu``, ``fit/parameters/lumi/bestfit``), every limit (``limits/m70/observed``) and,
+(``fit/mu``, ``fit/parameters/lumi/bestfit``), every limit (``limits/mass_70/observed``) and,
 against a HEPData record, every number of every table (``hepdata/Event yields/...``).
 
 The reference is either a previous run checked into the repository (``inputs/reference/``,
@@ -291,23 +291,34 @@ def band_sigma(expected: Sequence[float]) -> float:
     return (float(expected[3]) - float(expected[1])) / 2
 
 
+def _limit_point(point: Mapping[str, Any], labels: Sequence[str]) -> tuple[str, tuple]:
+    """A limit point's patch name and its values in label order (``mass`` alone in limit
+    files written before patches carried their names and values)."""
+    if "patch" in point:
+        return str(point["patch"]), tuple(float(point["values"][k]) for k in labels)
+    return f"mass_{point['mass']:g}", (float(point["mass"]),)
+
+
 def _limit_quantities(snapshot: Snapshot, limits: Mapping[str, Any]) -> None:
-    for point in sorted(limits.get("points", []), key=lambda p: p["mass"]):
-        mass = float(point["mass"])
-        base = f"limits/m{point['mass']:g}"
+    labels = list(limits.get("labels", ["mass"]))
+    points = sorted(((*_limit_point(p, labels), p) for p in limits.get("points", [])),
+                    key=lambda item: item[1])
+    for patch, values, point in points:
+        base = f"limits/{patch}"
+        x = values if len(values) == 1 else None  # the report overlays limits over one variable
         sigma = band_sigma(point["expected"])
         _add(snapshot, Quantity(f"{base}/observed", float(point["observed"]), "limits",
-                                "observed", (mass,), sigma))
+                                "observed", x, sigma))
         for label, value in zip(EXPECTED_LABELS, point["expected"], strict=True):
             _add(snapshot, Quantity(f"{base}/expected_{label}", float(value), "limits",
-                                    f"expected {label}", (mass,), sigma))
+                                    f"expected {label}", x, sigma))
         for key in ("muhat",):
             if key in point:
                 _add(snapshot, Quantity(f"{base}/{key}", float(point[key]), scale=sigma))
         for key in ("significance", "p0"):
             if key in point:
                 _add(snapshot, Quantity(f"{base}/{key}", float(point[key]), "significance",
-                                        key, (mass,)))
+                                        key, x))
 
 
 def snapshot(sections: Mapping[str, Any]) -> Snapshot:

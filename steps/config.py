@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from steps import cabinetry_options, cli, layout
+from steps import cabinetry_options, cli, layout, scan
 from steps.errors import PubflowError, one_line
 from steps.io import write_json
 
@@ -105,7 +105,7 @@ def check_analysis(config: Config, source: str | Path,
     each top-level key came from (the cabinetry config or pubflow's), for the error message.
     """
     validate(config, "analysis", source, sources)
-    source = (sources or {}).get("Samples", source)
+    original, source = source, (sources or {}).get("Samples", source)
     for section in ("Regions", "Samples", "NormFactors", "Systematics"):
         _unique(config, section, source)
     data = [i for i, s in enumerate(config["Samples"]) if s.get("Data")]
@@ -120,7 +120,6 @@ def check_analysis(config: Config, source: str | Path,
                            "it)", path=(sources or {}).get("Simulation", source),
                            key="Luminosity")
     samples = {s["Name"] for s in config["Samples"]}
-    systematics = {s["Name"] for s in config.get("Systematics", [])}
     for i, sim in enumerate(config.get("Simulation", {}).get("Samples", [])):
         if sim["Name"] not in samples:
             raise PubflowError(
@@ -136,13 +135,7 @@ def check_analysis(config: Config, source: str | Path,
                     path=source,
                     key=f"Simulation.Samples[{i}].{key}",
                 )
-    for i, name in enumerate(config.get("Scan", {}).get("Systematics", [])):
-        if name not in systematics:
-            raise PubflowError(
-                f"no systematic named {name!r} in Systematics",
-                path=source,
-                key=f"Scan.Systematics[{i}]",
-            )
+    scan.check_scan(config, (sources or {}).get("Scan", original))
     for i, region in enumerate(config["Regions"]):
         edges = region.get("Binning", [])
         if any(b <= a for a, b in itertools.pairwise(edges)):

@@ -1,4 +1,4 @@
-"""fit: Z signal strength with pulls and plots; CLs limits on a narrow resonance.
+"""fit: the POI's maximum-likelihood fit with pulls and plots; CLs limits per hypothesis.
 
 Three sub-commands, one per Snakemake rule:
   mle     maximum-likelihood fit of the workspace's POI (cabinetry), nuisance-parameter
@@ -7,7 +7,8 @@ Three sub-commands, one per Snakemake rule:
   limit   95% CL CLs upper limit (observed, expected +-1/2 sigma) and local significance for
           one patch of any pyhf patchset, chosen by name (or by mass for a one-label
           patchset) (scatter);
-  limits  gather the per-mass results, draw the "Brazil band".
+  limits  gather the per-patch results, draw the "Brazil band" (one scan variable) or the
+          exclusion contours (two).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from steps import cli
+from steps import cli, layout
 from steps.config import load_analysis
 from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_input_json, write_json
@@ -206,8 +207,6 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
         "significance": result.significance, "p0": result.p0, "muhat": result.muhat,
         "n_fits": result.n_fits,
     }
-    if list(values) == ["mass"]:  # what `limits` and the HEPData table sort and check by
-        point["mass"] = values["mass"]
     write_json(output, point)
     log.info("%s (%s): observed %.3f, expected %.3f on %s", chosen.name,
              ", ".join(f"{k} = {v}" for k, v in values.items()), result.observed,
@@ -215,47 +214,88 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
     return point
 
 
-def brazil(points: list[dict[str, Any]], poi: str, png: Path, luminosity: str) -> None:
-    """The limit-versus-mass plot with expected +-1/2 sigma bands."""
+def axis_label(label: str, units: dict[str, str], titles: dict[str, str] | None = None
+               ) -> str:
+    """A scan variable's axis label: its title (or name) and unit, ``m_stop [GeV]``."""
+    title = (titles or {}).get(label, label)
+    unit = units.get(label)
+    return f"{title} [{unit}]" if unit else title
+
+
+def brazil(points: list[dict[str, Any]], label: str, units: dict[str, str], poi: str,
+           png: Path, luminosity: str | None, titles: dict[str, str] | None = None) -> None:
+    """The limit against the one scan variable, with the expected +-1/2 sigma bands."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mplhep
 
-    mass = np.array([p["mass"] for p in points], float)
+    x = np.array([p["values"][label] for p in points], float)
     exp = np.array([p["expected"] for p in points])
     obs = np.array([p["observed"] for p in points])
     with plt.style.context(mplhep.style.CMS):
         fig, ax = plt.subplots(figsize=(10, 8))
-        ax.fill_between(mass, exp[:, 0], exp[:, 4], color="#F5BB54",
+        ax.fill_between(x, exp[:, 0], exp[:, 4], color="#F5BB54",
                         label=r"Expected $\pm 2\sigma$")
-        ax.fill_between(mass, exp[:, 1], exp[:, 3], color="#607641",
+        ax.fill_between(x, exp[:, 1], exp[:, 3], color="#607641",
                         label=r"Expected $\pm 1\sigma$")
-        ax.plot(mass, exp[:, 2], "k--", label="Expected")
-        ax.plot(mass, obs, "ko-", label="Observed")
-        ax.set_xlabel(r"$m_{\mu\mu}$ hypothesis [GeV]")
+        ax.plot(x, exp[:, 2], "k--", label="Expected")
+        ax.plot(x, obs, "ko-", label="Observed")
+        ax.set_xlabel(axis_label(label, units, titles))
         ax.set_ylabel(f"95% CL upper limit on {poi}")
         ax.set_ylim(0, 1.6 * max(exp[:, 4].max(), obs.max()))
         ax.legend(loc="upper left", ncol=2, fontsize="small")
-        mplhep.cms.label("Open Data", data=True, rlabel=f"{luminosity} (7 TeV)", ax=ax, loc=0)
+        if luminosity:
+            ax.set_title(luminosity, loc="right", fontsize="medium")
         fig.tight_layout()
         _save_figure(fig, png)
 
 
-def limits(config: dict[str, Any], inputs: list[str], output: str, figure: str) -> None:
-    """Gather per-mass limit files into one, sorted by mass; draw the Brazil plot."""
-    points = sorted((read_input_json(p) for p in inputs), key=lambda p: p["mass"])
-    masses = [p["mass"] for p in points]
-    if sorted(config["Scan"]["Masses"]) != masses:
-        raise PubflowError(f"limit files cover masses {masses}, the config scans "
-                           f"{sorted(config['Scan']['Masses'])}", key="Scan.Masses")
-    lumi = config["Luminosity"]
-    write_json(output, {"poi": config["Scan"]["POI"],
-                        "reference_cross_section": config["Scan"]["CrossSection"],
-                        "points": points})
-    brazil(points, config["Scan"]["POI"], Path(figure),
-           f"{lumi['Value']:g} {lumi['Unit'].replace('^-1', '$^{-1}$')}")
+def _dataset_label(config: dict[str, Any]) -> str | None:
+    """The figure's top-right label: luminosity and centre-of-mass energy, those known."""
+    parts = []
+    lumi = config.get("Luminosity")
+    if lumi:
+        parts.append(f"{lumi['Value']:g} {lumi['Unit'].replace('^-1', '$^{-1}$')}")
+    energies = config.get("Publication", {}).get("Keywords", {}).get("cmenergies", [])
+    if len(energies) == 1:
+        parts.append(f"({energies[0] / 1000:g} TeV)")
+    return " ".join(parts) or None
+
+
+def limits(config: dict[str, Any], inputs: list[str], output: str, figure: str | None
+           ) -> dict[str, Any]:
+    """Gather the per-patch limit files into one, in the scan's order; draw its figure (a
+    Brazil band for one scan variable, exclusion contours for two)."""
+    labels = layout.scan_labels(config)
+    order = {name: i for i, name in enumerate(layout.scan_patches(config))}
+    points = [read_input_json(p) for p in inputs]
+    names = sorted(p.get("patch", "?") for p in points)
+    if names != sorted(order):
+        missing = sorted(set(order) - set(names)) or sorted(set(names) - set(order))
+        raise PubflowError(f"limit files cover {len(names)} patches, the config scans "
+                           f"{len(order)} (differing: {', '.join(missing[:5])})", key="Scan")
+    points.sort(key=lambda p: tuple(p["values"][label] for label in labels))
+    scan = config["Scan"]
+    units = dict(scan.get("Units", {}))
+    gathered: dict[str, Any] = {"poi": layout.scan_poi(config), "labels": labels,
+                                "units": units, "titles": dict(scan.get("Titles", {})),
+                                "points": points}
+    if "CrossSection" in scan:
+        gathered["reference_cross_section"] = scan["CrossSection"]
+    write_json(output, gathered)
+    if figure and len(labels) == 1:
+        brazil(points, labels[0], units, gathered["poi"], Path(figure),
+               _dataset_label(config), gathered["titles"])
+    elif figure and len(labels) == 2:
+        from steps.contour import draw_contours
+
+        draw_contours(points, (labels[0], labels[1]), units, gathered["poi"], Path(figure),
+                      _dataset_label(config), gathered["titles"])
+    elif figure:
+        raise PubflowError(f"no figure for a scan in {len(labels)} variables", key="Scan")
+    return gathered
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--output", required=True, help="result to write (JSON)")
     g = cli.subcommand(sub, "limits", help="gather limits, draw the Brazil band")
     g.add_argument("--config", required=True, help="analysis config")
-    g.add_argument("--inputs", nargs="+", required=True, help="per-mass results")
+    g.add_argument("--inputs", nargs="+", required=True, help="per-patch results")
     g.add_argument("--output", required=True, help="limits to write (JSON)")
-    g.add_argument("--figure", required=True, help="Brazil plot (PNG; a PDF is written beside)")
+    g.add_argument("--figure", help="the limits' figure (PNG, a PDF beside): a Brazil band "
+                   "for a scan in one variable, exclusion contours for two")
     return p
 
 

@@ -2,14 +2,16 @@
 
 Tables, one per result the record publishes, made with hepdata_lib:
 
-* ``Dimuon mass spectrum``: observed events per bin with their Poisson uncertainty, the post-fit
+* the distribution of each region's observable (``Publication.Observables`` names it, e.g.
+  ``Dimuon mass spectrum``): observed events per bin with their Poisson uncertainty, the post-fit
   total prediction with its uncertainty and each post-fit sample (one table per region);
 * ``Event yields``: pre- and post-fit yields per sample, summed over the bins, with the
   uncertainties the fit step propagated to the sums (bin-to-bin correlations; per region);
 * ``Signal strength and nuisance parameters``: best-fit values and uncertainties;
-* ``Upper limits on a narrow resonance``: observed and expected (±1σ, ±2σ) CLs limits on the
-  resonance signal strength, the observed limit on the cross section times branching fraction
-  and the local significance, per mass hypothesis.
+* ``Upper limits: <the scan's name>``: observed and expected (±1σ, ±2σ) CLs limits on the
+  signal strength, the observed limit on the cross section times branching fraction (with a
+  reference cross section) and the local significance, per hypothesis of the scan, with one
+  independent variable per scan variable.
 
 Nothing is refitted: every number comes from the inputs, which are checked against each other
 (the fit results name the sha256 digest of the workspace they were fitted from, as the
@@ -71,10 +73,11 @@ FIGURES = {
     "spectrum": "data_mc_postfit_{region}.png",
     "yields": "data_mc_prefit_{region}.png",
     "parameters": "pulls.png",
-    "limits": "brazil.png",
+    "limits": "{limits}.png",
 }
+#: The limits' figure by the number of scan variables (none for more than two).
+LIMIT_FIGURES = {1: "brazil", 2: "contour"}
 
-MASS_VARIABLE = "M(mumu)"
 CONFIDENCE_LEVEL = "95%"
 #: Keys of a region's ``prefit``/``postfit`` block that are not samples.
 TOTAL_KEYS = ("total", "total_uncertainty", "summed")
@@ -141,18 +144,22 @@ FIT_SCHEMA: dict[str, Any] = {
 }
 LIMITS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["poi", "reference_cross_section", "points"],
+    "required": ["poi", "labels", "points"],
     "properties": {
         "poi": {"type": "string"},
+        "labels": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "units": {"type": "object", "additionalProperties": {"type": "string"}},
+        "titles": {"type": "object", "additionalProperties": {"type": "string"}},
         "reference_cross_section": {"type": "number", "exclusiveMinimum": 0},
         "points": {
             "type": "array",
             "minItems": 1,
             "items": {
                 "type": "object",
-                "required": ["mass", "observed", "expected", "significance", "p0"],
+                "required": ["patch", "values", "observed", "expected", "significance", "p0"],
                 "properties": {
-                    "mass": {"type": "number"},
+                    "patch": {"type": "string"},
+                    "values": {"type": "object", "additionalProperties": {"type": "number"}},
                     "observed": {"type": "number"},
                     "expected": {**_NUMBERS, "minItems": 5, "maxItems": 5},
                     "significance": {"type": "number"},
@@ -311,27 +318,32 @@ def check_data_yields(
             )
 
 
-def check_limit_masses(
+def check_limit_patches(
     limits: dict[str, Any],
     patchset: dict[str, Any],
     limits_path: str | Path,
     patchset_path: str | Path,
 ) -> None:
-    """Every limit is for a signal hypothesis of the published patchset.
+    """Every limit is for a patch of the published patchset, with that patch's values.
 
     Raises:
-        PubflowError: If a mass of the limits has no patch, or the patchset has no mass label.
+        PubflowError: If a limit names no patch of the patchset, or other labels or values.
     """
     labels = patchset.get("metadata", {}).get("labels", [])
-    if "mass" not in labels:
-        raise PubflowError(f"no 'mass' among the labels {labels}", path=patchset_path,
-                           key="metadata.labels")
-    index = labels.index("mass")
-    patched = {p["metadata"]["values"][index] for p in patchset.get("patches", [])}
+    if list(limits["labels"]) != list(labels):
+        raise PubflowError(f"limits over {', '.join(limits['labels'])}, the patchset's "
+                           f"labels are {', '.join(labels)}", path=limits_path, key="labels")
+    patches = {p["metadata"]["name"]: p["metadata"]["values"]
+               for p in patchset.get("patches", [])}
     for i, point in enumerate(limits["points"]):
-        if point["mass"] not in patched:
-            raise PubflowError(f"mass {point['mass']:g} has no patch in {patchset_path}",
-                               path=limits_path, key=f"points[{i}].mass")
+        if point["patch"] not in patches:
+            raise PubflowError(f"patch {point['patch']!r} is not in {patchset_path}",
+                               path=limits_path, key=f"points[{i}].patch")
+        values = [point["values"].get(label) for label in labels]
+        if values != patches[point["patch"]]:
+            raise PubflowError(f"values {values} differ from the patch's "
+                               f"{patches[point['patch']]} in {patchset_path}",
+                               path=limits_path, key=f"points[{i}].values")
 
 
 def check_fit_workspace(
@@ -601,23 +613,35 @@ def _region_name(base: str, region: str, n_regions: int) -> str:
     return base if n_regions == 1 else f"{base} in region {region}"
 
 
+def observable_names(config: dict[str, Any], region: str) -> dict[str, str]:
+    """How the record names a region's observable: ``Publication.Observables``, else after
+    the region's cabinetry ``Variable``."""
+    variable = next((r.get("Variable", region) for r in config["Regions"]
+                     if r["Name"] == region), region)
+    given = config.get("Publication", {}).get("Observables", {}).get(region, {})
+    return {"Title": f"Distribution of {variable}", "Description": f"Distribution of {variable}",
+            "Variable": variable, "Unit": "", **given}
+
+
 def spectrum_table(
     region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1
 ) -> Table:
     """Observed events, post-fit total (with uncertainty) and post-fit samples per bin."""
     from hepdata_lib import Uncertainty, Variable
 
+    observable = observable_names(config, region.name)
     table = _new_table(
-        _region_name("Dimuon mass spectrum", region.name, n_regions),
-        f"Dimuon invariant-mass distribution in region {region.name}: observed events per "
+        _region_name(observable["Title"], region.name, n_regions),
+        f"{observable['Description']} in region {region.name}: observed events per "
         "bin with their Poisson uncertainty, and the prediction after the binned "
         "maximum-likelihood fit, in total (with its uncertainty) and per sample.",
         f"Figure {figure.name}",
         config,
     )
-    mass = Variable(MASS_VARIABLE, is_independent=True, is_binned=True, units="GeV")
-    mass.values = list(itertools.pairwise(region.bins))
-    table.add_variable(mass)
+    bins = Variable(observable["Variable"], is_independent=True, is_binned=True,
+                    units=observable["Unit"])
+    bins.values = list(itertools.pairwise(region.bins))
+    table.add_variable(bins)
 
     data = Variable("Data", is_independent=False, is_binned=False, units="events",
                     zero_uncertainties_warning=False)
@@ -719,26 +743,44 @@ def parameters_table(fit: dict[str, Any], config: dict[str, Any], figure: Path) 
     return table
 
 
-def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path) -> Table:
-    """Observed and expected limits, the limit on sigma x B and the local significance."""
+def limits_table_name(config: dict[str, Any]) -> str:
+    """The limits table's name: after the scan's hypotheses, where the config names them."""
+    name = config.get("Scan", {}).get("Name")
+    return f"Upper limits: {name}" if name else "Upper limits"
+
+
+def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | None
+                 ) -> Table:
+    """Per hypothesis (one independent variable per scan variable): the observed and
+    expected limits, the observed limit on sigma x B (with a reference cross section) and
+    the local significance."""
     from hepdata_lib import Uncertainty, Variable
 
-    points = sorted(limits["points"], key=lambda p: p["mass"])
+    labels = list(limits["labels"])
+    points = sorted(limits["points"], key=lambda p: tuple(p["values"][k] for k in labels))
     poi = limits["poi"]
-    xsec = float(limits["reference_cross_section"])
+    xsec = limits.get("reference_cross_section")
+    reference = (f", relative to a reference cross section times branching fraction of "
+                 f"{xsec:g} pb" if xsec else "")
+    scan = config.get("Scan", {})
+    what = scan.get("Name", "the signal hypotheses")
     table = _new_table(
-        "Upper limits on a narrow resonance",
+        limits_table_name(config),
         f"{CONFIDENCE_LEVEL} CL upper limits (asymptotic CLs) on the signal strength {poi} "
-        f"of a narrow dimuon resonance, relative to a reference cross section times "
-        f"branching fraction of {xsec:g} pb, observed and expected (median, with the ranges "
-        "containing 68% and 95% of the expected limits); the observed limit on the cross "
-        "section times branching fraction; the local significance of the resonance signal.",
-        f"Figure {figure.name}",
+        f"of {what} ({', '.join(labels)}){reference}, observed and expected (median, with "
+        "the ranges containing 68% and 95% of the expected limits)"
+        + ("; the observed limit on the cross section times branching fraction" if xsec
+           else "")
+        + "; the local significance of the signal.",
+        f"Figure {figure.name}" if figure else "Table",
         config,
     )
-    mass = Variable("Resonance mass", is_independent=True, is_binned=False, units="GeV")
-    mass.values = [p["mass"] for p in points]
-    table.add_variable(mass)
+    titles, units = limits.get("titles", {}), limits.get("units", {})
+    for label in labels:
+        variable = Variable(titles.get(label, label), is_independent=True, is_binned=False,
+                            units=units.get(label, ""))
+        variable.values = [p["values"][label] for p in points]
+        table.add_variable(variable)
 
     observed = Variable(f"Observed upper limit on {poi}", is_independent=False,
                         is_binned=False)
@@ -753,19 +795,23 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path) -
             [(float(p["expected"][low]), float(p["expected"][high])) for p in points], median
         )
         expected.add_uncertainty(band)
-    cross_section = Variable("Observed upper limit on sigma x B", is_independent=False,
-                             is_binned=False, units="pb")
-    cross_section.values = [float(p["observed"]) * xsec for p in points]
+    limits_columns = [observed, expected]
+    if xsec:
+        cross_section = Variable("Observed upper limit on sigma x B", is_independent=False,
+                                 is_binned=False, units="pb")
+        cross_section.values = [float(p["observed"]) * float(xsec) for p in points]
+        limits_columns.append(cross_section)
     significance = Variable("Local significance", is_independent=False, is_binned=False)
     significance.values = [float(p["significance"]) for p in points]
     p0 = Variable("Local p-value", is_independent=False, is_binned=False)
     p0.values = [float(p["p0"]) for p in points]
-    for variable in (observed, expected, cross_section, significance, p0):
+    for variable in (*limits_columns, significance, p0):
         _qualify(variable, config)
-        if variable is not significance and variable is not p0:
+        if any(variable is column for column in limits_columns):
             variable.add_qualifier("CL", CONFIDENCE_LEVEL)
         table.add_variable(variable)
-    _attach_figure(table, figure)
+    if figure:
+        _attach_figure(table, figure)
     return table
 
 
@@ -883,7 +929,7 @@ def write_hepdata(
                for name in region_names]
     check_data_yields(regions, hist, config, histograms, fit)
     if limit_results is not None:
-        check_limit_masses(limit_results, patchset_spec, limits, patchset)
+        check_limit_patches(limit_results, patchset_spec, limits, patchset)
     check_fit_workspace(fit_results, regions, workspace_spec, workspace, fit)
 
     n_regions = len(regions)
@@ -920,8 +966,10 @@ def write_hepdata(
         submission.add_table(parameters_table(fit_results, config,
                                               figures / FIGURES["parameters"]))
         if limit_results is not None:
-            submission.add_table(limits_table(limit_results, config,
-                                              figures / FIGURES["limits"]))
+            figure = LIMIT_FIGURES.get(len(limit_results["labels"]))
+            submission.add_table(limits_table(
+                limit_results, config,
+                figures / FIGURES["limits"].format(limits=figure) if figure else None))
 
         folder = (out / SUBMISSION_DIR).resolve()
         captured = io.StringIO()

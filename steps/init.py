@@ -85,8 +85,17 @@ Datasets: "inputs/datasets.yaml"
 #     Name: "CC0-1.0"
 #     URL: "https://creativecommons.org/publicdomain/zero/1.0/"
 
-# A signal hypothesis scan (limits per hypothesis): see the pubflow README, "Scan".
-# Scan: ...
+# A signal hypothesis scan, one CLs limit per point (see the pubflow README, "Signal scans"):
+# Scan:
+#   Name: "..."
+#   Grid: {m_x: [500, 750, 1000]}      # or Points: [{m_x: 500, m_y: 100}, ...]
+#   Units: {m_x: "GeV"}
+#   Replaces: "Signal"                 # the sample each hypothesis replaces (POI: General.POI)
+#   Sample:                            # a cabinetry sample; {m_x} is the point's value
+#     Name: "Signal_{m_x}"
+#     Tree: "signal_{m_x}"
+#     SamplePath: "signal.root"
+#     Weight: "weight"
 
 # Container images of the rules on REANA, once .github/workflows/images.yml has published
 # them under your account (by default pubflow's own).

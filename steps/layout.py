@@ -8,6 +8,7 @@ REANA the Snakefile is evaluated by the workflow engine (Python 3.8 on REANA 0.9
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,8 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(f)
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """``value`` as a list (cabinetry settings take one name or a list of them)."""
     return list(value) if isinstance(value, list) else [value]
 
 
@@ -104,61 +106,126 @@ def sources(settings: Config, source: str) -> dict[str, str]:
     return {**dict.fromkeys(CABINETRY_KEYS, origin), **own}
 
 
-def patch_name(mass: int) -> str:
-    """The patchset's name for one mass hypothesis (HEPData's convention: names, not values)."""
-    return f"mass_{mass}"
+def scan_labels(config: Config) -> list[str]:
+    """The scan's variables, in order: the labels of its patchset (none without a Scan)."""
+    scan = config.get("Scan")
+    if not scan:
+        return []
+    return list(scan["Grid"]) if "Grid" in scan else list(scan["Points"][0])
+
+
+def scan_points(config: Config) -> list[dict[str, Any]]:
+    """Every point of the scan, ``{variable: value}``: the ``Points``, or the full ``Grid``."""
+    scan = config.get("Scan")
+    if not scan:
+        return []
+    if "Points" in scan:
+        return [dict(point) for point in scan["Points"]]
+    labels = scan_labels(config)
+    return [dict(zip(labels, values))
+            for values in itertools.product(*(scan["Grid"][k] for k in labels))]
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The ``{variable}`` names in a pattern."""
+    return _PLACEHOLDER.findall(text)
+
+
+def fill(pattern: Any, point: dict[str, Any]) -> Any:
+    """``pattern`` (a string, or lists and mappings of them) with ``{variable}`` replaced by
+    the point's values; other braces are left alone (no ``str.format``)."""
+    if isinstance(pattern, str):
+        return _PLACEHOLDER.sub(
+            lambda m: str(point[m.group(1)]) if m.group(1) in point else m.group(0), pattern)
+    if isinstance(pattern, list):
+        return [fill(item, point) for item in pattern]
+    if isinstance(pattern, dict):
+        return {key: fill(value, point) for key, value in pattern.items()}
+    return pattern
+
+
+def patch_name(config: Config, point: dict[str, Any]) -> str:
+    """The patch's name of one hypothesis (HEPData addresses likelihoods by these names)."""
+    pattern = config["Scan"].get("PatchName")
+    if pattern:
+        return str(fill(pattern, point))
+    return "_".join(f"{label}_{point[label]}" for label in scan_labels(config))
 
 
 def scan_patches(config: Config) -> list[str]:
     """The patch names of the config's signal scan (one limit job each); none without a Scan."""
-    return [patch_name(m) for m in config.get("Scan", {}).get("Masses", [])]
+    return [patch_name(config, point) for point in scan_points(config)]
 
 
-def scan_sample_name(config: Config, mass: int) -> str:
-    """Name of the resonance sample for one mass hypothesis."""
-    return config["Scan"]["SampleName"].format(mass=mass)
+def scan_sample(config: Config, point: dict[str, Any]) -> dict[str, Any]:
+    """The signal sample of one hypothesis: the scan's ``Sample`` with the point's values."""
+    return fill(copy.deepcopy(config["Scan"]["Sample"]), point)
 
 
-def _scan_samples(config: Config, masses: list[int]) -> list[dict[str, Any]]:
+def scan_poi(config: Config) -> str:
+    """The parameter the limits are on: the scan's new normfactor, or the POI it replaces."""
     scan = config["Scan"]
-    return [
-        {
-            "Name": scan_sample_name(config, m),
-            "Tree": "events",
-            "SamplePath": scan["SamplePath"].format(mass=m),
-            "Weight": "weight",
-        }
-        for m in masses
-    ]
+    return scan.get("POI") or config["General"]["POI"]
 
 
-def _add_scan(config: Config, masses: list[int]) -> Config:
+def _refer(setting: dict[str, Any], old: str, new: list[str], keep: bool) -> None:
+    """Where ``setting["Samples"]`` names ``old``, name ``new`` there too (or instead)."""
+    if "Samples" not in setting:
+        return  # unset: every sample, the new ones included (cabinetry's rule)
+    names = as_list(setting["Samples"])
+    if old in names:
+        setting["Samples"] = [n for n in names if keep or n != old] + new
+
+
+def _add_scan(config: Config, points: list[dict[str, Any]], keep: bool = True) -> Config:
+    """``config`` with the signal samples of ``points``; with ``Replaces``, each takes over the
+    replaced sample's normfactors, systematics and smoothing (and replaces it unless ``keep``)."""
     out = copy.deepcopy(config)
-    if "Scan" not in config or not masses:
+    if "Scan" not in config or not points:
         return out
     scan = config["Scan"]
-    samples = _scan_samples(config, masses)
+    samples = [scan_sample(config, p) for p in points]
     names = [s["Name"] for s in samples]
+    replaced = scan.get("Replaces")
+    if replaced:
+        at = [s["Name"] for s in out["Samples"]].index(replaced)
+        out["Samples"][at:at + 1] = ([out["Samples"][at]] if keep else []) + samples
+        for setting in out["NormFactors"] + out.get("Systematics", []):
+            _refer(setting, replaced, names, keep)
+            if isinstance(setting.get("Smoothing"), dict):
+                _refer(setting["Smoothing"], replaced, names, keep)
+        return out
     out["Samples"] += samples
-    out["NormFactors"].append(
-        {"Name": scan["POI"], "Samples": names, "Nominal": 1.0, "Bounds": list(scan["Bounds"])}
-    )
+    normfactor: dict[str, Any] = {"Name": scan["POI"], "Samples": names, "Nominal": 1.0}
+    if "Bounds" in scan:
+        normfactor["Bounds"] = list(scan["Bounds"])
+    out["NormFactors"].append(normfactor)
     for syst in out.get("Systematics", []):
-        if syst["Name"] in scan.get("Systematics", []):
-            syst["Samples"] = _as_list(syst.get("Samples", [])) + names
+        if syst["Name"] in scan.get("Systematics", []) and "Samples" in syst:
+            syst["Samples"] = as_list(syst["Samples"]) + names
     return out
 
 
 def histogram_config(config: Config) -> Config:
     """The config with every scan sample added: what the select step fills."""
-    return _add_scan(config, list(config.get("Scan", {}).get("Masses", [])))
+    return _add_scan(config, scan_points(config))
 
 
-def scan_config(config: Config, mass: int) -> Config:
-    """The config for one signal hypothesis: background model plus one resonance, its POI."""
-    out = _add_scan(config, [mass])
-    out["General"]["POI"] = config["Scan"]["POI"]
+def scan_config(config: Config, point: dict[str, Any]) -> Config:
+    """The config of one signal hypothesis, whose POI is the scan's."""
+    out = _add_scan(config, [point], keep=False)
+    out["General"]["POI"] = scan_poi(config)
     return out
+
+
+def limit_figure(config: Config) -> str | None:
+    """The figure of the limits: a Brazil band over one variable, exclusion contours over two;
+    none for a scan in more variables (its limits are in the table)."""
+    return {1: "results/fit/figures/brazil.png",
+            2: "results/fit/figures/contour.png"}.get(len(scan_labels(config)))
 
 
 def is_remote(path: str) -> bool:
@@ -195,12 +262,12 @@ def template_paths(config: Config, region: dict[str, Any], sample: dict[str, Any
         sample_paths = sample.get("SamplePath")
     if sample_paths is None:
         return [normalize(path)]
-    return [normalize(path.replace("{SamplePath}", p)) for p in _as_list(sample_paths)]
+    return [normalize(path.replace("{SamplePath}", p)) for p in as_list(sample_paths)]
 
 
 def _contains(item: dict[str, Any], setting: dict[str, Any], key: str) -> bool:
     """cabinetry's ``configuration._x_contains_y``: ``setting[key]`` names ``item`` or is unset."""
-    names = _as_list(setting.get(key, []))
+    names = as_list(setting.get(key, []))
     return not names or item["Name"] in names
 
 
@@ -271,19 +338,21 @@ def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
             share = total // len(paths) + (1 if i < total % len(paths) else 0)
             out[path] = {**entry, "Events": share, "TotalEvents": total, "File": i,
                          "Files": len(paths)}
-    scan = config.get("Scan")
-    if scan:
-        for m, sample in zip(scan["Masses"], _scan_samples(config, scan["Masses"])):
+    signal = sim.get("Scan")
+    if signal and config.get("Scan"):
+        for point in scan_points(config):
+            sample = scan_sample(config, point)
             [path] = template_paths(config, config["Regions"][0], sample, {}, None)
+            mass = float(point[signal["Mass"]])
             out[path] = {
-                "Name": scan_sample_name(config, m),
+                "Name": sample["Name"],
                 "Process": "breit_wigner",
-                "Mass": float(m),
-                "Width": scan["RelativeWidth"] * m,
-                "MassRange": [m * (1 - 0.25), m * (1 + 0.25)],
-                "CrossSection": scan["CrossSection"],
-                "Events": scan["Events"],
-                "TotalEvents": scan["Events"],
+                "Mass": mass,
+                "Width": signal["RelativeWidth"] * mass,
+                "MassRange": [mass * (1 - 0.25), mass * (1 + 0.25)],
+                "CrossSection": config["Scan"]["CrossSection"],
+                "Events": signal["Events"],
+                "TotalEvents": signal["Events"],
                 "File": 0,
                 "Files": 1,
             }

@@ -1,10 +1,10 @@
 """model: the pyhf workspace (Z measurement, background-only for the scan) and the patchset.
 
 cabinetry builds each workspace from the merged histograms (normfactors, normsys,
-histosys, staterror); pubflow adds the luminosity modifier cabinetry lacks. The resonance
-hypotheses are published the way HEPData expects likelihoods: one background-only
-workspace plus a pyhf patchset with one patch per mass, each patch the JSON Patch that
-turns the background-only workspace into that signal hypothesis.
+histosys, staterror); pubflow adds the luminosity modifier cabinetry lacks. The signal
+hypotheses of a scan are published the way HEPData expects likelihoods: one workspace plus
+a pyhf patchset with one patch per point of the scan, each patch the JSON Patch that turns
+the workspace into that signal hypothesis (the resonance added, or the signal replaced).
 """
 
 from __future__ import annotations
@@ -63,24 +63,29 @@ def build_workspace(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[str, Any]:
-    """One JSON Patch per scan mass, from ``background`` to background + resonance."""
+    """One JSON Patch per scan point, from ``background`` to that signal hypothesis, labelled
+    with the point's values of every scan variable."""
     import jsonpatch
     import pyhf
 
     scan = config["Scan"]
+    labels = layout.scan_labels(config)
+    points = layout.scan_points(config)
     patches = []
-    for mass in scan["Masses"]:
-        signal = build_workspace(layout.scan_config(config, mass))
+    for point in points:
+        signal = build_workspace(layout.scan_config(config, point))
         patches.append({
-            "metadata": {"name": layout.patch_name(mass), "values": [mass]},
+            "metadata": {"name": layout.patch_name(config, point),
+                         "values": [point[label] for label in labels]},
             "patch": jsonpatch.make_patch(background, signal).patch,
         })
     patchset = {
         "metadata": {
-            "name": config["General"]["Measurement"] + "_resonance_scan",
-            "description": f"{scan.get('Name', 'signal')} hypotheses, POI {scan['POI']}",
+            "name": config["General"]["Measurement"] + "_scan",
+            "description": f"{scan.get('Name', 'signal')} hypotheses, POI "
+                           f"{layout.scan_poi(config)}",
             "digests": {"sha256": pyhf.utils.digest(background)},
-            "labels": ["mass"],
+            "labels": labels,
             # the patchset schema demands an INSPIRE id; ins0000000 = not assigned yet
             "references": {"hepdata": config.get("Publication", {}).get("InspireId",
                                                                           "ins0000000")},
@@ -89,8 +94,8 @@ def build_patchset(config: dict[str, Any], background: dict[str, Any]) -> dict[s
         "version": PATCHSET_VERSION,
     }
     checked = pyhf.PatchSet(patchset)  # validates against pyhf's patchset schema
-    for mass in scan["Masses"]:
-        patched = checked.apply(pyhf.Workspace(background), [mass])
+    for patch in patches:
+        patched = checked.apply(pyhf.Workspace(background), patch["metadata"]["name"])
         pyhf.schema.validate(dict(patched), "workspace.json")
     return patchset
 

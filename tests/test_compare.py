@@ -61,9 +61,12 @@ def sections() -> dict[str, Any]:
                                    "postfit": {"total": [55.0, 70.0],
                                                "total_uncertainty": [1.0, 1.5],
                                                "summed": {}}}}},
-        "limits": {"poi": "mu_res", "reference_cross_section": 10.0, "points": [
-            {"mass": 70, "observed": 2.0, "expected": [1.0, 1.4, 2.0, 2.8, 4.0],
-             "significance": 0.5, "p0": 0.3, "muhat": 0.4},
+        # the second point as limit files (and references) gave it before patches had names
+        "limits": {"poi": "mu_res", "labels": ["mass"], "reference_cross_section": 10.0,
+                   "points": [
+            {"patch": "mass_70", "values": {"mass": 70}, "observed": 2.0,
+             "expected": [1.0, 1.4, 2.0, 2.8, 4.0], "significance": 0.5, "p0": 0.3,
+             "muhat": 0.4},
             {"mass": 100, "observed": 1.5, "expected": [0.8, 1.1, 1.5, 2.1, 3.0],
              "significance": 0.0, "p0": 0.5, "muhat": 0.0},
         ]},
@@ -75,6 +78,16 @@ def tolerances() -> Tolerances:
     return compare.load_tolerances(TOLERANCES)
 
 
+def test_two_dimensional_limits_are_named_by_patch_and_not_plotted_over_one_axis() -> None:
+    limits = {"poi": "mu", "labels": ["m1", "m2"], "points": [
+        {"patch": "p_400_100", "values": {"m1": 400, "m2": 100}, "observed": 0.5,
+         "expected": [0.2, 0.3, 0.5, 0.7, 1.0], "significance": 0.0, "p0": 0.5}]}
+    snap = compare.snapshot({**sections(), "limits": limits})
+    assert snap["limits/p_400_100/observed"].value == 0.5
+    assert snap["limits/p_400_100/observed"].x is None
+    assert snap["limits/p_400_100/expected_median"].scale == pytest.approx(0.2)
+
+
 def test_snapshot_names_every_quantity() -> None:
     snap = compare.snapshot(sections())
     for name in ("histograms/contents_sha256", "histograms/SR_Data/bins",
@@ -82,15 +95,15 @@ def test_snapshot_names_every_quantity() -> None:
                  "histograms/SR_bkg/stdev[0]", "model/workspace_sha256_sorted", "fit/mu",
                  "fit/significance/observed", "fit/parameters/lumi/bestfit",
                  "fit/regions/SR/data[1]", "fit/regions/SR/prefit/total[0]",
-                 "fit/regions/SR/prefit/summed/total/yield", "limits/m70/observed",
-                 "limits/m70/expected_-1sigma", "limits/m100/significance",
-                 "limits/m100/muhat"):
+                 "fit/regions/SR/prefit/summed/total/yield", "limits/mass_70/observed",
+                 "limits/mass_70/expected_-1sigma", "limits/mass_100/significance",
+                 "limits/mass_100/muhat"):
         assert name in snap, name
     assert snap["histograms/SR_Data/yield"].value == 125.0
     assert snap["histograms/SR_Data/bin[1]"].x == (1.0, 2.0)
     # sigma of a limit: half the expected +-1 sigma band
-    assert snap["limits/m70/observed"].scale == pytest.approx(0.7)
-    assert snap["limits/m70/observed"].figure == "limits"
+    assert snap["limits/mass_70/observed"].scale == pytest.approx(0.7)
+    assert snap["limits/mass_70/observed"].figure == "limits"
 
 
 def test_repository_tolerances_apply_the_issue_s_rules(tolerances: Tolerances) -> None:
@@ -100,8 +113,8 @@ def test_repository_tolerances_apply_the_issue_s_rules(tolerances: Tolerances) -
     assert tolerances.rule_for("fit/regions/Dimuon/data[4]").mode == "exact"
     assert tolerances.rule_for("fit/mu").mode == "relative"
     assert tolerances.rule_for("fit/regions/Dimuon/postfit/total[4]").mode == "relative"
-    assert tolerances.rule_for("limits/m70/observed").mode == "sigma"
-    assert tolerances.rule_for("limits/m70/significance").mode == "absolute"
+    assert tolerances.rule_for("limits/mass_70/observed").mode == "sigma"
+    assert tolerances.rule_for("limits/mass_70/significance").mode == "absolute"
     assert tolerances.rule_for("hepdata/Dimuon mass spectrum/Data/60-65").mode == "exact"
     assert tolerances.rule_for("hepdata/Event yields/Pre-fit yield/Data").mode == "exact"
     assert tolerances.rule_for(
@@ -136,10 +149,10 @@ def test_each_mode_judges_as_documented(tolerances: Tolerances) -> None:
     assert status["fit/mu"] == "within"
     assert status["fit/mu_uncertainty"] == "failed"
     assert status["fit/parameters/bkg_norm/bestfit"] == "within"
-    assert status["limits/m70/observed"] == "within"
-    assert status["limits/m70/expected_median"] == "failed"
-    assert "sigma = 0.7" in results["limits/m70/expected_median"].note
-    assert status["limits/m100/significance"] == "within"
+    assert status["limits/mass_70/observed"] == "within"
+    assert status["limits/mass_70/expected_median"] == "failed"
+    assert "sigma = 0.7" in results["limits/mass_70/expected_median"].note
+    assert status["limits/mass_100/significance"] == "within"
     assert status["model/workspace_sha256_sorted"] == "failed"
     assert results["model/workspace_sha256_sorted"].note == "checksum differs"
     assert results["histograms/SR_Data/yield"].difference == -1.0

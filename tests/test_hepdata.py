@@ -36,12 +36,12 @@ BACKGROUND = [6.0, 4.0, 3.5, 2.5, 2.0]
 MASSES = [70, 80, 110]
 REFERENCE_XSEC = 10.0
 LIMIT_POINTS = [
-    {"mass": 70, "observed": 2.5, "expected": [1.1, 1.5, 2.1, 2.9, 3.9],
-     "significance": 0.8, "p0": 0.21},
-    {"mass": 80, "observed": 1.75, "expected": [0.9, 1.2, 1.7, 2.4, 3.3],
-     "significance": 0.0, "p0": 0.5},
-    {"mass": 110, "observed": 4.25, "expected": [1.6, 2.2, 3.0, 4.2, 5.6],
-     "significance": 1.9, "p0": 0.0287},
+    {"patch": "mass_70", "values": {"mass": 70}, "observed": 2.5,
+     "expected": [1.1, 1.5, 2.1, 2.9, 3.9], "significance": 0.8, "p0": 0.21},
+    {"patch": "mass_80", "values": {"mass": 80}, "observed": 1.75,
+     "expected": [0.9, 1.2, 1.7, 2.4, 3.3], "significance": 0.0, "p0": 0.5},
+    {"patch": "mass_110", "values": {"mass": 110}, "observed": 4.25,
+     "expected": [1.6, 2.2, 3.0, 4.2, 5.6], "significance": 1.9, "p0": 0.0287},
 ]
 
 
@@ -162,7 +162,9 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     paths["workspace"].write_text(json.dumps(spec, indent=2))
     paths["patchset"].write_text(json.dumps(patchset_spec(spec), indent=2))
     paths["fit"].write_text(json.dumps(fit_results(spec)))
-    paths["limits"].write_text(json.dumps({"poi": "mu_res",
+    paths["limits"].write_text(json.dumps({"poi": "mu_res", "labels": ["mass"],
+                                           "units": {"mass": "GeV"},
+                                           "titles": {"mass": "Resonance mass"},
                                            "reference_cross_section": REFERENCE_XSEC,
                                            "points": LIMIT_POINTS}))
     paths["figures"].mkdir()
@@ -230,7 +232,7 @@ def test_submission_metadata(built: Path) -> None:
     assert likelihood["location"] == "Likelihoods.tar.gz"
     assert [d["name"] for d in docs[1:]] == [
         "Dimuon mass spectrum", "Event yields", "Signal strength and nuisance parameters",
-        "Upper limits on a narrow resonance",
+        "Upper limits: Narrow dimuon resonance",
     ]
     keywords = config["Publication"]["Keywords"]
     for doc in docs[1:]:
@@ -290,9 +292,11 @@ def test_parameters_table(built: Path, inputs: dict[str, Path]) -> None:
 
 
 def test_limits_table(built: Path) -> None:
-    limits = table(built, "Upper limits on a narrow resonance")
+    limits = table(built, "Upper limits: Narrow dimuon resonance")
     data = limits["data"]
-    assert [v["value"] for v in data["independent_variables"][0]["values"]] == MASSES
+    [mass] = data["independent_variables"]
+    assert mass["header"] == {"name": "Resonance mass", "units": "GeV"}
+    assert [v["value"] for v in mass["values"]] == MASSES
     observed = column(data, "Observed upper limit on mu_res")
     assert [v["value"] for v in observed] == pytest.approx([2.5, 1.75, 4.25])
     xsec = column(data, "Observed upper limit on sigma x B")
@@ -406,6 +410,51 @@ def test_inconsistent_fit_results_are_refused(inputs: dict[str, Path], tmp_path:
     with pytest.raises(PubflowError, match=message):
         build(changed, tmp_path / "hepdata")
     assert not (tmp_path / "hepdata").exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["points"][1].update(patch="mass_85"),
+     r"limits\.json: points\[1\]\.patch: patch 'mass_85' is not in .*patchset\.json"),
+    (lambda p: p["points"][1].update(values={"mass": 85}),
+     r"limits\.json: points\[1\]\.values: values \[85\] differ from the patch's \[80\]"),
+    (lambda p: p.update(labels=["m"]),
+     r"limits\.json: labels: limits over m, the patchset's labels are mass"),
+])
+def test_limits_must_be_the_patchsets(inputs: dict[str, Path], tmp_path: Path, edit: Any,
+                                      message: str) -> None:
+    """Every limit names a patch of the published patchset, with that patch's values."""
+    limits = json.loads(inputs["limits"].read_text())
+    edit(limits)
+    changed = {**inputs, "limits": tmp_path / "limits.json"}
+    changed["limits"].write_text(json.dumps(limits))
+    with pytest.raises(PubflowError, match=message):
+        build(changed, tmp_path / "hepdata")
+    assert not (tmp_path / "hepdata").exists()
+
+
+def test_two_dimensional_scan_table_has_both_variables() -> None:
+    """One independent variable per scan variable, rows in the scan's order, no sigma x B
+    without a reference cross section, no figure for a table without one."""
+    from steps.hepdata import limits_table
+
+    points = [
+        {"patch": f"stop_{x}_lsp_{y}", "values": {"m_stop": x, "m_lsp": y},
+         "observed": obs, "expected": [obs * f for f in (0.5, 0.7, 1.0, 1.4, 1.9)],
+         "significance": 0.0, "p0": 0.5}
+        for x, y, obs in ((500, 100, 0.9), (400, 200, 0.4), (400, 100, 0.3))
+    ]
+    limits = {"poi": "Signal_norm", "labels": ["m_stop", "m_lsp"],
+              "units": {"m_stop": "GeV", "m_lsp": "GeV"}, "points": points}
+    config = {"Scan": {"Name": "Top squark pair production"}}
+    table = limits_table(limits, config, None)
+    assert table.name == "Upper limits: Top squark pair production"
+    columns = {v.name: v for v in table.variables}
+    assert [v.name for v in table.variables if v.is_independent] == ["m_stop", "m_lsp"]
+    assert list(columns["m_stop"].values) == [400, 400, 500]
+    assert list(columns["m_lsp"].values) == [100, 200, 100]
+    assert list(columns["Observed upper limit on Signal_norm"].values) == [0.3, 0.4, 0.9]
+    assert "Observed upper limit on sigma x B" not in columns
+    assert not table.image_files
 
 
 def test_missing_key_and_figure_name_the_file(inputs: dict[str, Path], tmp_path: Path) -> None:

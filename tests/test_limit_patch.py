@@ -126,11 +126,10 @@ def test_limit_is_on_the_poi_the_patch_sets(grid: dict[str, Any]) -> None:
     assert float(cls_at_median[2]) == pytest.approx(0.05, abs=1e-4)
 
 
-def test_values_carry_both_labels_and_no_mass(grid: dict[str, Any]) -> None:
+def test_values_carry_both_labels(grid: dict[str, Any]) -> None:
     point = grid["points"]["C1N2_500_200"]
     assert point["patch"] == "C1N2_500_200"
     assert point["values"] == {"m1": 500, "m2": 200}
-    assert "mass" not in point  # a two-label point has no one mass to sort by
     assert set(point) >= {"observed", "expected", "significance", "p0", "muhat", "n_fits"}
     assert len(point["expected"]) == 5
 
@@ -167,13 +166,13 @@ def test_pyhf_table_keys_are_not_patch_names(grid: dict[str, Any], tmp_path: Pat
 
 
 def test_mass_shorthand_on_single_label_patchset(tmp_path: Path) -> None:
-    """pubflow's own patchsets (label ``mass``) keep ``--mass`` and the ``mass`` key."""
+    """A one-label patchset's patch can be chosen by its value (``--mass``)."""
     shapes = {"mass_70": ((70,), [9.0, 3.0, 0.3]), "mass_90": ((90,), [0.3, 3.0, 9.0])}
     spec = make_patchset(BACKGROUND, ["mass"], shapes)
     workspace = write(tmp_path / "ws.json", BACKGROUND)
     patchset = write(tmp_path / "ps.json", spec)
     point = fit.limit(str(workspace), str(patchset), str(tmp_path / "o.json"), mass=90)
-    assert (point["mass"], point["patch"], point["values"]) == (90, "mass_90", {"mass": 90})
+    assert (point["patch"], point["values"]) == ("mass_90", {"mass": 90})
     ws = pyhf.PatchSet(spec).apply(copy.deepcopy(BACKGROUND), [90])
     model = ws.model()
     observed, _ = pyhf.infer.intervals.upper_limits.upper_limit(ws.data(model), model,

@@ -52,8 +52,10 @@ def test_patchset_is_the_hepdata_convention(workspace: dict, patchset: dict,
                                             analysis_config: dict) -> None:
     ps = pyhf.PatchSet(patchset)
     assert ps.digests["sha256"] == pyhf.utils.digest(workspace)
-    masses = analysis_config["Scan"]["Masses"]
+    masses = analysis_config["Scan"]["Grid"]["mass"]
+    assert ps.labels == ["mass"]
     assert sorted(p.values[0] for p in ps.patches) == sorted(masses)
+    assert [p.name for p in ps.patches] == [f"mass_{m}" for m in masses]
     patched = ps.apply(pyhf.Workspace(workspace), [masses[0]])
     model = pyhf.Workspace(patched).model()
     assert model.config.poi_name == "mu_res"

@@ -100,7 +100,7 @@ def test_failed_run_fails_the_report(tmp_path: Path) -> None:
     ("model/workspace_sha256_sorted", "model/workspace_sha256_sorted"),
     ("fit/mu", "fit/mu"),
     ("fit/parameters/lumi/bestfit", "fit/parameters/lumi"),
-    ("limits/m70/expected_median", "limits/m70"),
+    ("limits/mass_70/expected_median", "limits/mass_70"),
     ("hepdata/Event yields/Pre-fit yield/Data", "hepdata/Event yields/Pre-fit yield"),
 ])
 def test_groups(name: str, group: str) -> None:

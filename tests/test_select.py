@@ -19,9 +19,9 @@ DATA = REPO / "inputs" / "data" / "uproot-Zmumu.root"
 
 def _small_analysis(config: dict, tmp: Path) -> dict:
     """The bundled analysis with small simulated samples, two scan masses, absolute paths."""
-    config["Scan"]["Masses"] = [70, 105]
-    config["Scan"]["Events"] = 2000
-    config["Scan"]["SamplePath"] = str(tmp / "Resonance_m{mass}.root")
+    config["Scan"]["Grid"]["mass"] = [70, 105]
+    config["Simulation"]["Scan"]["Events"] = 2000
+    config["Scan"]["Sample"]["SamplePath"] = str(tmp / "Resonance_m{mass}.root")
     for sim in config["Simulation"]["Samples"]:
         sim["Events"] = 4000
     for sample in config["Samples"]:

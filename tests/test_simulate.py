@@ -86,11 +86,13 @@ def test_variations_shift_and_widen_the_peak(config: dict, tmp_path: Path) -> No
 
 def test_resonance_scan_files_are_declared(analysis_config: dict) -> None:
     sims = layout.simulated_samples(analysis_config)
-    masses = analysis_config["Scan"]["Masses"]
+    masses = analysis_config["Scan"]["Grid"]["mass"]
+    width = analysis_config["Simulation"]["Scan"]["RelativeWidth"]
     for m in masses:
         settings = sims[f"results/simulate/Resonance_m{m}.root"]
         assert settings["Mass"] == m
-        assert settings["Width"] == pytest.approx(analysis_config["Scan"]["RelativeWidth"] * m)
+        assert settings["Width"] == pytest.approx(width * m)
+        assert settings["CrossSection"] == analysis_config["Scan"]["CrossSection"]
 
 
 def test_unknown_output_is_an_error(config: dict, tmp_path: Path) -> None:

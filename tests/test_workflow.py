@@ -54,7 +54,9 @@ def test_z_signal_strength_precision(workflow_run: Path) -> None:
 def test_expected_limits_are_ordered_in_their_bands(workflow_run: Path,
                                                     analysis_config: dict) -> None:
     limits = json.loads((workflow_run / "results/fit/limits.json").read_text())
-    assert [p["mass"] for p in limits["points"]] == sorted(analysis_config["Scan"]["Masses"])
+    masses = sorted(analysis_config["Scan"]["Grid"]["mass"])
+    assert [p["values"] for p in limits["points"]] == [{"mass": m} for m in masses]
+    assert [p["patch"] for p in limits["points"]] == [f"mass_{m}" for m in masses]
     for point in limits["points"]:
         expected = point["expected"]
         assert all(a < b for a, b in itertools.pairwise(expected)), point

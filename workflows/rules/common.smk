@@ -54,7 +54,8 @@ PATCHES = layout.scan_patches(ANALYSIS)  # one limit job per patch, named by the
 # What only an analysis with a signal scan has: the patchset, one limit job per hypothesis
 PATCHSET = "results/model/patchset.json"
 LIMITS = "results/fit/limits.json"
-BRAZIL = "results/fit/figures/brazil.png"
+# a Brazil band for a scan in one variable, exclusion contours for two, no figure beyond
+LIMIT_FIGURE = layout.limit_figure(ANALYSIS)
 
 _images = ANALYSIS.get("Images", {})
 IMAGE_PREFIX = _images.get("Prefix", "ghcr.io/pubflow/pubflow")
@@ -91,8 +92,16 @@ def encoded(settings):
 
 
 def with_scan(**paths):
-    """``paths`` for an analysis with a signal scan, nothing for one without."""
-    return paths if PATCHES else {}
+    """``paths`` for an analysis with a signal scan (those it has), nothing for one without."""
+    return {key: path for key, path in paths.items() if path} if PATCHES else {}
+
+
+def limit_figure(**names):
+    """The limit figure's PNG and PDF under ``names``, for a scan that has one."""
+    if not LIMIT_FIGURE:
+        return {}
+    png, pdf = names
+    return {png: LIMIT_FIGURE, pdf: LIMIT_FIGURE[: -len(".png")] + ".pdf"}
 
 
 def scan_options(options):

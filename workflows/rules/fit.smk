@@ -54,9 +54,8 @@ if PATCHES:
             config=CONFIG_FILE,
             points=expand(rules.limit.output.point, patch=PATCHES),
         output:
+            **limit_figure(figure=None, figure_pdf=None),
             limits=LIMITS,
-            figure=BRAZIL,
-            figure_pdf="results/fit/figures/brazil.pdf",
         log:
             "logs/fit/limits.log",
         container:
@@ -65,4 +64,5 @@ if PATCHES:
             kubernetes_memory_limit="1Gi",
         shell:
             "python -m steps.fit limits --config {input.config} --inputs {input.points}"
-            " --output {output.limits} --figure {output.figure} --log {log}"
+            " --output {output.limits} --log {log}"
+            + (" --figure {output.figure}" if LIMIT_FIGURE else "")

@@ -1,6 +1,6 @@
 rule hepdata:
     input:
-        **with_scan(limits=LIMITS, brazil=BRAZIL, patchset=PATCHSET),
+        **with_scan(limits=LIMITS, figure=LIMIT_FIGURE, patchset=PATCHSET),
         config=CONFIG_FILE,
         histograms=rules.merge.output.summary,
         results=rules.fit.output.results,

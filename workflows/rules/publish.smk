@@ -23,7 +23,7 @@ rule publish_hepdata:
 
 rule publish_zenodo:
     input:
-        **with_scan(patchset=PATCHSET, limits=LIMITS, brazil=BRAZIL),
+        **with_scan(patchset=PATCHSET, limits=LIMITS, figure=LIMIT_FIGURE),
         config=CONFIG_FILE,
         datasets=DATASETS,
         report=rules.validate.output.report,
