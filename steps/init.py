@@ -88,12 +88,12 @@ Datasets: "inputs/datasets.yaml"
 # A signal hypothesis scan, one CLs limit per point (see the pubflow README, "Signal scans"):
 # Scan:
 #   Name: "..."
-#   Grid: {m_x: [500, 750, 1000]}      # or Points: [{m_x: 500, m_y: 100}, ...]
-#   Units: {m_x: "GeV"}
+#   Grid: {{m_x: [500, 750, 1000]}}      # or Points: [{{m_x: 500, m_y: 100}}, ...]
+#   Units: {{m_x: "GeV"}}
 #   Replaces: "Signal"                 # the sample each hypothesis replaces (POI: General.POI)
-#   Sample:                            # a cabinetry sample; {m_x} is the point's value
-#     Name: "Signal_{m_x}"
-#     Tree: "signal_{m_x}"
+#   Sample:                            # a cabinetry sample; {{m_x}} is the point's value
+#     Name: "Signal_{{m_x}}"
+#     Tree: "signal_{{m_x}}"
 #     SamplePath: "signal.root"
 #     Weight: "weight"
 
