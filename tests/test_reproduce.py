@@ -52,7 +52,8 @@ def reduce_config(source: Path) -> None:
     """Two scan masses, a few thousand events, 12 bins: the same workflow in ~40 s."""
     config = read_config(source)
     config["Regions"][0]["Binning"] = [float(edge) for edge in range(60, 121, 5)]
-    config["Scan"].update(Masses=[70, 105], Events=1000, Systematics=[])
+    config["Scan"].update(Grid={"mass": [70, 105]}, Systematics=[])
+    config["Simulation"]["Scan"]["Events"] = 1000
     for sample in config["Simulation"]["Samples"]:
         sample["Events"] = 4000 if sample["Name"] == "Zmumu" else 2000
     write_config(source, config)
