@@ -135,6 +135,11 @@ def check_analysis(config: Config, source: str | Path,
                     path=source,
                     key=f"Simulation.Samples[{i}].{key}",
                 )
+    for i, name in enumerate(config.get("Candidates", {}).get("Samples", [])):
+        if name not in samples:
+            raise PubflowError(f"no sample named {name!r} in Samples",
+                               path=(sources or {}).get("Candidates", original),
+                               key=f"Candidates.Samples[{i}]")
     scan.check_scan(config, (sources or {}).get("Scan", original))
     for i, region in enumerate(config["Regions"]):
         edges = region.get("Binning", [])

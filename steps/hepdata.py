@@ -51,7 +51,7 @@ import jsonschema
 import numpy as np
 import yaml
 
-from steps import cli
+from steps import cli, layout
 from steps.config import _describe, key_path, load_analysis
 from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_json
@@ -456,7 +456,8 @@ def likelihood_readme(
     first = patches[0]["metadata"] if patches else {"name": "<name>", "values": ["..."]}
     scan = config.get("Scan", {})
     search = scan.get("Name", "signal")
-    signal_poi = scan.get("POI", "the signal strength")
+    signal_poi = layout.scan_poi(config) if scan else poi
+    replaced = scan.get("Replaces")
     listing = "\n".join(
         f"- `{p['metadata']['name']}`: "
         + ", ".join(f"{label} = {value:g}"
@@ -471,10 +472,15 @@ def likelihood_readme(
         "",
         f"- `{BKG_ONLY_NAME}`: pyhf workspace, measurement `{measurement['name']}`, POI `{poi}`,",
         f"  channels {channels}: the measurement likelihood, which is also the",
-        f"  background-only model of the search ({search}).",
-        f"- `{PATCHSET_NAME}`: pyhf patchset `{patchset['metadata'].get('name', '')}`,",
-        f"  {len(patches)} patches, one per signal hypothesis ({', '.join(labels)}); each adds",
-        f"  the signal sample to `{BKG_ONLY_NAME}` and makes `{signal_poi}` the POI.",
+        *((f"  base of the search ({search}), with its benchmark signal `{replaced}`.",
+           f"- `{PATCHSET_NAME}`: pyhf patchset `{patchset['metadata'].get('name', '')}`,",
+           f"  {len(patches)} patches, one per signal hypothesis ({', '.join(labels)}); each",
+           f"  replaces `{replaced}` in `{BKG_ONLY_NAME}` by that hypothesis's signal, whose",
+           f"  strength `{signal_poi}` is the POI.") if replaced else
+          (f"  background-only model of the search ({search}).",
+           f"- `{PATCHSET_NAME}`: pyhf patchset `{patchset['metadata'].get('name', '')}`,",
+           f"  {len(patches)} patches, one per signal hypothesis ({', '.join(labels)}); each",
+           f"  adds the signal sample to `{BKG_ONLY_NAME}` and makes `{signal_poi}` the POI.")),
         "",
         f"The patchset records the sha256 digest of `{BKG_ONLY_NAME}`",
         f"(`pyhf digest {BKG_ONLY_NAME}`):",

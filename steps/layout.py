@@ -111,6 +111,8 @@ def scan_labels(config: Config) -> list[str]:
     scan = config.get("Scan")
     if not scan:
         return []
+    if "Variables" in scan:
+        return list(scan["Variables"])
     return list(scan["Grid"]) if "Grid" in scan else list(scan["Points"][0])
 
 

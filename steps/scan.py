@@ -20,9 +20,18 @@ _TEMPLATE_OVERRIDES = ("Tree", "SamplePath")
 
 
 def _points(scan: Config, labels: list[str], source: str | Path) -> None:
+    given = list(scan["Grid"]) if "Grid" in scan else list(scan["Points"][0])
+    if "Variables" not in scan and len(given) > 1:
+        raise PubflowError(f"required key is missing for a scan in {len(given)} variables: "
+                           f"their order, e.g. [{', '.join(given)}] (a mapping's order is "
+                           "lost in JSON round trips)", path=source, key="Scan.Variables")
+    if "Grid" in scan and sorted(given) != sorted(labels):
+        raise PubflowError(f"has the variables {', '.join(given)}, Variables names "
+                           f"{', '.join(labels)}", path=source, key="Scan.Grid")
     for i, point in enumerate(scan.get("Points", [])):
         if sorted(point) != sorted(labels):
-            raise PubflowError(f"has the variables {', '.join(point)}, the first point "
+            what = "Variables names" if "Variables" in scan else "the first point has"
+            raise PubflowError(f"has the variables {', '.join(point)}, {what} "
                                f"{', '.join(labels)}", path=source, key=f"Scan.Points[{i}]")
 
 

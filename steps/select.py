@@ -6,6 +6,11 @@ however large the file), only the branches the expressions need are read, and ev
 histogram fed by that tree is filled from the same chunk. Which histograms exist, and the
 file, tree, variable, filter and weight of each, come from cabinetry's own resolution
 rules, so the result equals ``cabinetry.templates.build`` bin by bin.
+
+Ntuples with several entries per event (every muon-pair combination of an event, say) are
+what cabinetry has no notion of: with pubflow's ``Candidates``, only the entries passing its
+``Filter`` are candidates, and of an event's candidates that pass a region's selection only
+the one with the largest ``Best`` fills the histogram (one candidate per event).
 """
 
 from __future__ import annotations
@@ -35,6 +40,22 @@ DEFAULT_STEP_SIZE = 500_000  # entries per chunk: ~40 MB for ten float64 branche
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """How a sample's entries become one candidate per event (pubflow's ``Candidates``)."""
+
+    event: tuple[str, ...]
+    best: str
+    filter: str | None = None
+
+    def expressions(self) -> dict[str, str]:
+        out = {f"Candidates.Event[{i}]": e for i, e in enumerate(self.event)}
+        out["Candidates.Best"] = self.best
+        if self.filter is not None:
+            out["Candidates.Filter"] = self.filter
+        return out
+
+
+@dataclass(frozen=True)
 class Template:
     """One histogram to fill: where its events come from and how they are binned."""
 
@@ -45,6 +66,7 @@ class Template:
     selection: str | None
     weight: str | None
     bins: tuple[float, ...]
+    candidates: Candidates | None = None
 
     def expressions(self) -> dict[str, str]:
         """The expressions to evaluate per event, by role."""
@@ -53,6 +75,8 @@ class Template:
             out["Filter"] = self.selection
         if self.weight is not None and not _is_number(self.weight):
             out["Weight"] = self.weight
+        if self.candidates is not None:
+            out.update(self.candidates.expressions())
         return out
 
 
@@ -71,6 +95,11 @@ def templates(config: dict[str, Any]) -> list[Template]:
 
     full = layout.histogram_config(config)
     found: list[Template] = []
+    setting = config.get("Candidates")
+    candidates = None if not setting else Candidates(
+        tuple(setting["Event"]), setting["Best"], setting.get("Filter"))
+    chosen = set(setting.get("Samples", [s["Name"] for s in full["Samples"]])
+                 ) if setting else set()
 
     def collect(region: dict, sample: dict, systematic: dict, template: Any) -> None:
         found.append(
@@ -82,6 +111,7 @@ def templates(config: dict[str, Any]) -> list[Template]:
                 selection=builder._filter(region, sample, systematic, template),
                 weight=builder._weight(region, sample, systematic, template),
                 bins=tuple(float(b) for b in builder._binning(region)),
+                candidates=candidates if sample["Name"] in chosen else None,
             )
         )
 
@@ -151,8 +181,42 @@ def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return idx
 
 
-def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZE
-              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+Sums = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class _Pending:
+    """The candidates of one histogram that passed its selection, until the tree is read:
+    an event's candidates may fall into different chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, keys: list[np.ndarray], best: np.ndarray, idx: np.ndarray,
+            weights: np.ndarray) -> None:
+        self.parts.append((keys, best, idx, weights))
+
+    def best_per_event(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bin and weight of each event's best candidate (the first of a tie), in range."""
+        if not self.parts:
+            return np.zeros(0, int), np.zeros(0)
+        keys = [np.concatenate([part[0][i] for part in self.parts])
+                for i in range(len(self.parts[0][0]))]
+        best, idx, weights = (np.concatenate([part[j] for part in self.parts])
+                              for j in (1, 2, 3))
+        if len(best) == 0:
+            return np.zeros(0, int), np.zeros(0)
+        # stable: among equal keys and equal Best, the earlier entry comes first
+        order = np.lexsort((-best, *reversed(keys)))
+        same_event = np.ones(len(order) - 1, bool)
+        for key in keys:
+            ordered = key[order]
+            same_event &= ordered[1:] == ordered[:-1]
+        keep = order[np.concatenate(([True], ~same_event))]
+        inside = idx[keep] >= 0
+        return idx[keep][inside], weights[keep][inside]
+
+
+def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZE) -> Sums:
     """Fill the histograms ``todo`` from one file; return ``{name: (sumw, sumw2)}``."""
     sums = {t.name: (np.zeros(len(t.bins) - 1), np.zeros(len(t.bins) - 1)) for t in todo}
     by_tree: dict[str, list[Template]] = defaultdict(list)
@@ -164,37 +228,52 @@ def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZ
     return sums
 
 
-def _fill_chunk(chunk: dict[str, np.ndarray], group: list[Template],
-                sums: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
-    """Add one chunk to every histogram of ``group``; return the chunk's length.
+def _selected(values: Any, mask: np.ndarray | None, dtype: Any = None) -> np.ndarray:
+    array = np.asarray(values, dtype=dtype)
+    return array if mask is None else array[mask]
+
+
+def _fill_chunk(chunk: dict[str, np.ndarray], group: list[Template], sums: Sums,
+                pending: dict[str, _Pending]) -> int:
+    """Add one chunk to every histogram of ``group`` (or, for one candidate per event, to
+    its pending candidates); return the chunk's length.
 
     Histograms sharing variable, filter and binning (a region's nominal and weight
     variations) share the selection and the bin lookup: only the weights differ.
     """
     n = 0
-    shared: dict[tuple[str, str | None, tuple[float, ...]], tuple[np.ndarray, Any]] = {}
+    shared: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
     for t in group:
-        key = (t.variable, t.selection, t.bins)
+        key = (t.variable, t.selection, t.bins, t.candidates)
         if key not in shared:
             values = np.asarray(chunk[t.variable], dtype=float)
             n = len(values)
             mask = np.asarray(chunk[t.selection]) != 0 if t.selection is not None else None
+            if t.candidates is not None and t.candidates.filter is not None:
+                eligible = np.asarray(chunk[t.candidates.filter]) != 0
+                mask = eligible if mask is None else mask & eligible
             idx = bin_index(values if mask is None else values[mask], np.asarray(t.bins))
-            inside = idx >= 0
-            shared[key] = (idx[inside], (mask, inside))
-        idx, (mask, inside) = shared[key]
+            shared[key] = (idx, mask, idx >= 0)
+        idx, mask, inside = shared[key]
         nbins = len(t.bins) - 1
         sumw, sumw2 = sums[t.name]
-        if t.weight is None or _is_number(t.weight):
-            counts = np.bincount(idx, minlength=nbins).astype(float)
+        if t.candidates is not None:
+            if t.weight is None or _is_number(t.weight):
+                weights = np.full(len(idx), 1.0 if t.weight is None else float(t.weight))
+            else:
+                weights = _selected(chunk[t.weight], mask, float)
+            pending[t.name].add([_selected(chunk[e], mask) for e in t.candidates.event],
+                                _selected(chunk[t.candidates.best], mask, float), idx, weights)
+        elif t.weight is None or _is_number(t.weight):
+            counts = np.bincount(idx[inside], minlength=nbins).astype(float)
             w = 1.0 if t.weight is None else float(t.weight)
             sumw += counts * w
             sumw2 += counts * (w * w)
         else:
             weights = np.asarray(chunk[t.weight], dtype=float)
             weights = (weights if mask is None else weights[mask])[inside]
-            sumw += np.bincount(idx, weights=weights, minlength=nbins)
-            sumw2 += np.bincount(idx, weights=weights * weights, minlength=nbins)
+            sumw += np.bincount(idx[inside], weights=weights, minlength=nbins)
+            sumw2 += np.bincount(idx[inside], weights=weights * weights, minlength=nbins)
     return n
 
 
@@ -236,20 +315,21 @@ def prefetch(chunks: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def _fill_tree(tree: Any, path: str, group: list[Template],
-               sums: dict[str, tuple[np.ndarray, np.ndarray]], step_size: int) -> None:
+def _fill_tree(tree: Any, path: str, group: list[Template], sums: Sums, step_size: int
+               ) -> None:
     """Read one tree once, in chunks, and fill every histogram of ``group`` from it."""
     from tqdm import tqdm
 
     _check_branches(tree, path, group)
     exprs = sorted({e for t in group for e in t.expressions().values()})
     label = f"{Path(path).name}:{group[0].tree}"
+    pending = {t.name: _Pending() for t in group if t.candidates is not None}
     try:
         with tqdm(total=tree.num_entries, unit="ev", desc=label, disable=None) as bar:
             chunks = prefetch(tree.iterate(exprs, step_size=step_size, library="np"))
             for i, chunk in enumerate(chunks):
                 log.debug("%s: chunk %d", label, i)
-                bar.update(_fill_chunk(chunk, group, sums))
+                bar.update(_fill_chunk(chunk, group, sums, pending))
     except PubflowError:
         raise
     except Exception as err:  # damaged baskets or a lost server surface only while reading
@@ -258,6 +338,11 @@ def _fill_tree(tree: Any, path: str, group: list[Template],
             f"connection ({one_line(err)})",
             path=path,
         ) from None
+    for name, candidates in pending.items():
+        idx, weights = candidates.best_per_event()
+        nbins = len(sums[name][0])
+        sums[name][0][:] += np.bincount(idx, weights=weights, minlength=nbins)
+        sums[name][1][:] += np.bincount(idx, weights=weights * weights, minlength=nbins)
 
 
 def select(config: dict[str, Any], input_path: str, output: str,

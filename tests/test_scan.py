@@ -30,6 +30,7 @@ BASE: dict[str, Any] = {
     ],
     "Scan": {
         "Name": "Top squarks",
+        "Variables": ["m_stop", "m_lsp"],
         "Points": [{"m_stop": 500, "m_lsp": 100}, {"m_stop": 400, "m_lsp": 100},
                    {"m_stop": 400, "m_lsp": 200}],
         "Replaces": "Signal",
@@ -40,7 +41,7 @@ BASE: dict[str, Any] = {
 
 
 def test_grid_is_the_product_in_label_order() -> None:
-    config = {"Scan": {"Grid": {"a": [1, 2], "b": [10, 20, 30]}}}
+    config = {"Scan": {"Variables": ["a", "b"], "Grid": {"b": [10, 20, 30], "a": [1, 2]}}}
     assert layout.scan_labels(config) == ["a", "b"]
     assert layout.scan_points(config) == [
         {"a": 1, "b": 10}, {"a": 1, "b": 20}, {"a": 1, "b": 30},

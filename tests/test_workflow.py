@@ -37,11 +37,11 @@ def test_validation_report(workflow_run: Path) -> None:
 
 
 def test_selected_data_yield(workflow_run: Path) -> None:
-    """501 global-global opposite-charge pairs pass; see test_select for the raw count."""
+    """500 events, one global-global pair each; see test_select for the independent count."""
     summary = json.loads((workflow_run / "results/histograms.json").read_text())
-    assert summary["Dimuon_Data"]["yield"] == 501
+    assert summary["Dimuon_Data"]["yield"] == 500
     results = json.loads((workflow_run / "results/fit/results.json").read_text())
-    assert sum(results["regions"]["Dimuon"]["data"]) == 501
+    assert sum(results["regions"]["Dimuon"]["data"]) == 500
 
 
 def test_z_signal_strength_precision(workflow_run: Path) -> None:
@@ -78,7 +78,7 @@ def test_tabulated_spectrum_sums_to_selected_yield(workflow_run: Path) -> None:
     data = next(v for v in table["dependent_variables"]
                 if "data" in v["header"]["name"].lower()
                 or "observed" in v["header"]["name"].lower())
-    assert sum(point["value"] for point in data["values"]) == 501
+    assert sum(point["value"] for point in data["values"]) == 500
     edges = np.array([[b["low"], b["high"]] for b in
                       (x["values"] for x in table["independent_variables"]).__next__()])
     assert edges[0, 0] == 60 and edges[-1, 1] == 120
