@@ -189,6 +189,8 @@ def fit_child(kind: str, workspace: str, patchset: str, mass: int) -> dict[str, 
         r = upper_limit(data, model)
         values = [r.observed, *r.expected]
     else:
+        # the reference converged (pyhf's default SLSQP can stop early): Minuit, tight
+        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-5))
         obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, scan=None)
         values = [float(obs), *map(float, exp)]
     return {"seconds": time.perf_counter() - start, "values": values,

@@ -157,7 +157,7 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
     import jsonpatch
     import pyhf
 
-    from steps.limits import upper_limit
+    from steps.limits import FitFailure, upper_limit
 
     if (patch is None) == (mass is None):
         raise PubflowError("give exactly one of a patch name and a mass")
@@ -197,6 +197,9 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
                            f"({one_line(err)})", path=patchset_path, key=where) from None
     try:
         result = upper_limit(data, model)
+    except FitFailure as err:
+        raise PubflowError(f"patch {chosen.name!r}: {err}", path=patchset_path,
+                           key=where) from None
     except ValueError as err:  # a POI fixed, unbounded at 0, or a limit beyond its bound
         raise PubflowError(f"no limit on {poi} for patch {chosen.name!r} ({err})",
                            path=patchset_path, key=where) from None
@@ -205,7 +208,9 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
         "patch": chosen.name, "values": values, "poi": poi,
         "observed": result.observed, "expected": list(result.expected),
         "significance": result.significance, "p0": result.p0, "muhat": result.muhat,
-        "n_fits": result.n_fits,
+        "n_fits": result.n_fits, "minimizer": "minuit",
+        # where CLs crosses alpha more than once (a non-monotonic curve): every crossing
+        "crossings": result.crossings, "retried_fits": list(result.retries),
     }
     write_json(output, point)
     log.info("%s (%s): observed %.3f, expected %.3f on %s", chosen.name,

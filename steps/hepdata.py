@@ -164,6 +164,7 @@ LIMITS_SCHEMA: dict[str, Any] = {
                     "expected": {**_NUMBERS, "minItems": 5, "maxItems": 5},
                     "significance": {"type": "number"},
                     "p0": {"type": "number", "minimum": 0, "maximum": 1},
+                    "crossings": {"type": "object", "additionalProperties": _NUMBERS},
                 },
             },
         },
@@ -807,6 +808,13 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | 
                                  is_binned=False, units="pb")
         cross_section.values = [float(p["observed"]) * float(xsec) for p in points]
         limits_columns.append(cross_section)
+    flagged = [sum(1 for mus in p.get("crossings", {}).values() if mus) for p in points]
+    if any(flagged):
+        # a CLs curve crossing alpha more than once: the limit given is its lowest crossing
+        crossing = Variable("Limits with a non-monotonic CLs curve", is_independent=False,
+                            is_binned=False, zero_uncertainties_warning=False)
+        crossing.values = flagged
+        limits_columns.append(crossing)
     significance = Variable("Local significance", is_independent=False, is_binned=False)
     significance.values = [float(p["significance"]) for p in points]
     p0 = Variable("Local p-value", is_independent=False, is_binned=False)

@@ -8,24 +8,32 @@ background-only fit to the observed data, ``asimov_mu=0``) and pyhf's own
 :class:`~pyhf.infer.calculators.AsymptoticTestStatDistribution` and p-value code, inherited from
 :class:`~pyhf.infer.calculators.AsymptoticCalculator`.
 
-What is different is the bookkeeping. ``pyhf.infer.hypotest`` repeats five fits for every tested
-POI value, although three of them do not depend on it: the unconditional fit to the observed
-data, the background-only fit that defines the Asimov dataset and the unconditional fit to that
-Asimov dataset. :class:`CachedAsymptoticCalculator` does those once, and caches the two
-conditional fits (observed and Asimov) per tested POI value. The observed limit needs both; the
-five expected limits need only the Asimov one. Each limit is a root of ``ln(CLs / alpha)``
-(``scipy.optimize.brentq``, which needs fewer evaluations than ``toms748`` on these smooth
-functions) inside a bracket built around the standard asymptotic formula
-``mu ≈ sigma (Φ^-1(1 - alpha Φ(k)) + k)``, so a full set of six limits costs about 40-50 fits
-where ``pyhf.infer.intervals.upper_limits.upper_limit`` needs a few hundred.
-"""
+The fits are MIGRAD's (iminuit), the minimiser cabinetry's fit uses too, on pyhf's own
+``-2 ln L``; each must be a valid minimum (Minuit's EDM below its goal, no call limit), and
+each unconditional fit is repeated from a second start, which must reach the same minimum.
+A fit that fails is retried with Minuit's strategy 2 from the model's suggested initial
+values; failing that, :class:`FitFailure` names the fit. (``minimizer="pyhf"`` uses pyhf's
+configured optimiser instead, as ``hypotest`` does: scipy's SLSQP by default, which can stop
+far from the minimum of a large model without saying so.)
+
+What is different from ``hypotest`` is the bookkeeping. ``pyhf.infer.hypotest`` repeats five
+fits for every tested POI value, although three of them do not depend on it: the unconditional
+fit to the observed data, the background-only fit that defines the Asimov dataset and the
+unconditional fit to that Asimov dataset. :class:`CachedAsymptoticCalculator` does those once,
+and caches the two conditional fits (observed and Asimov) per tested POI value. The observed
+limit needs both; the five expected limits need only the Asimov one. Each limit is a root of
+``ln(CLs / alpha)`` (``scipy.optimize.brentq``, which needs fewer evaluations than ``toms748``
+on these smooth functions) inside a bracket built around the standard asymptotic formula ``mu ≈
+sigma (Φ^-1(1 - alpha Φ(k)) + k)``, so a full set of six limits costs about 40-50 fits where
+``pyhf.infer.intervals.upper_limits.upper_limit`` needs a few hundred. """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,12 +42,14 @@ from pyhf.infer.calculators import AsymptoticCalculator, HypoTestFitResults
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-__all__ = ["CachedAsymptoticCalculator", "LimitResult", "upper_limit"]
+__all__ = ["CachedAsymptoticCalculator", "FitFailure", "LimitResult", "upper_limit"]
 
 log = logging.getLogger(__name__)
 
 #: Expected-limit bands, in the order pyhf returns them (``-2 sigma`` ... ``+2 sigma``).
 BAND_SIGMAS: tuple[int, ...] = (-2, -1, 0, 1, 2)
+#: Their names in results (``expected_median`` ...).
+BAND_LABELS: tuple[str, ...] = ("-2sigma", "-1sigma", "median", "+1sigma", "+2sigma")
 
 _XTOL = 2e-12  # absolute tolerance of the root finder, as in pyhf's toms748_scan
 _TINY = 1e-300  # stands in for a CLs that underflows to 0
@@ -47,6 +57,36 @@ _MUHAT_ZERO = 1e-9  # muhat below this fraction of the POI upper bound counts as
 _MAX_EXPANSIONS = 60  # geometric bracket expansions before giving up
 
 FitResult = tuple[Any, float]  # (fitted parameters tensor, twice the NLL at the minimum)
+
+#: Minuit's tolerance: its EDM goal is 0.002 x this (-2 ln L units), 1e-5 here, far below
+#: what moves a limit by 1e-4 (cabinetry's fit uses pyhf's default, 0.1).
+MINUIT_TOLERANCE = 0.005
+#: Two starts of an unconditional fit agree when their -2 ln L differ by less than this.
+SECOND_START_AGREEMENT = 1e-3
+MAX_CALLS = 100_000
+
+
+class FitFailure(RuntimeError):
+    """A fit that did not converge, after the fallback: the message names the fit."""
+
+
+def _minuit(data: Any, pdf: Any, init: Sequence[float], bounds: Sequence[Sequence[float]],
+            fixed: Sequence[bool], strategy: int) -> tuple[list[float], float, bool, float]:
+    """MIGRAD on pyhf's ``-2 ln L``: parameters, ``-2 ln L``, validity and EDM."""
+    import iminuit
+
+    def objective(pars: Any) -> float:
+        return float(pyhf.infer.mle.twice_nll(pars, data, pdf)[0])
+
+    minuit = iminuit.Minuit(objective, list(init), name=pdf.config.par_names)
+    minuit.errordef = iminuit.Minuit.LEAST_SQUARES  # 1: the objective is -2 ln L
+    minuit.limits = [tuple(b) for b in bounds]
+    minuit.fixed = list(fixed)
+    minuit.strategy = strategy
+    minuit.tol = MINUIT_TOLERANCE
+    minuit.print_level = 0
+    minuit.migrad(ncall=MAX_CALLS)
+    return list(minuit.values), float(minuit.fval), bool(minuit.valid), float(minuit.fmin.edm)
 
 
 @dataclass(frozen=True)
@@ -62,6 +102,10 @@ class LimitResult:
         p0: Local p-value of the background-only hypothesis, ``1 - Φ(Z)``.
         muhat: Best-fit POI value on the observed data.
         n_fits: Number of maximum-likelihood fits performed.
+        crossings: For a limit whose CLs curve crosses alpha more than once among the points
+            the finder evaluated (a non-monotonic curve), every crossing, by limit
+            (``observed``, ``expected_-2sigma`` ...); the limit given is the lowest.
+        retries: The fits that needed the fallback (Minuit's strategy 2).
     """
 
     observed: float
@@ -70,6 +114,8 @@ class LimitResult:
     p0: float
     muhat: float
     n_fits: int
+    crossings: dict[str, list[float]] = field(default_factory=dict)
+    retries: tuple[str, ...] = ()
 
 
 class CachedAsymptoticCalculator(AsymptoticCalculator):
@@ -105,7 +151,10 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         par_bounds: Sequence[Sequence[float]] | None = None,
         fixed_params: Sequence[bool] | None = None,
         warm_start: bool = True,
+        minimizer: str = "minuit",
     ) -> None:
+        if minimizer not in ("minuit", "pyhf"):
+            raise ValueError(f"minimizer must be 'minuit' or 'pyhf', got {minimizer!r}")
         super().__init__(
             data,
             pdf,
@@ -130,6 +179,9 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         self.poi_upper_bound: float = float(upper)
         self.n_fits: int = 0
         self.warm_start = warm_start
+        self.minimizer = minimizer
+        #: per failed first attempt, what was retried (the fallback), for the result's record
+        self.retries: list[str] = []
         self._free_fit_data: FitResult | None = None
         self._bkg_fit_data: FitResult | None = None
         self._asimov_data: Any = None
@@ -148,44 +200,75 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         start[self.poi_index] = poi_value
         return start
 
-    def _fit(self, data: Any, poi_value: float | None = None, init_pars: Any = None
-             ) -> FitResult:
-        """Run one maximum-likelihood fit as pyhf's test statistics do."""
-        self.n_fits += 1
+    def _fit(self, data: Any, poi_value: float | None = None, init_pars: Any = None,
+             what: str = "fit") -> FitResult:
+        """One maximum-likelihood fit (conditional at ``poi_value`` if given), converged."""
         init = self.init_pars if init_pars is None else init_pars
-        if poi_value is None:
-            pars, twice_nll = pyhf.infer.mle.fit(
-                data,
-                self.pdf,
-                init,
-                self.par_bounds,
-                self.fixed_params,
-                return_fitted_val=True,
-            )
-        else:
-            pars, twice_nll = pyhf.infer.mle.fixed_poi_fit(
-                poi_value,
-                data,
-                self.pdf,
-                init,
-                self.par_bounds,
-                self.fixed_params,
-                return_fitted_val=True,
-            )
-        return pars, twice_nll
+        if self.minimizer == "pyhf":
+            self.n_fits += 1
+            if poi_value is None:
+                return pyhf.infer.mle.fit(data, self.pdf, init, self.par_bounds,
+                                          self.fixed_params, return_fitted_val=True)
+            return pyhf.infer.mle.fixed_poi_fit(poi_value, data, self.pdf, init,
+                                                self.par_bounds, self.fixed_params,
+                                                return_fitted_val=True)
+        fixed = list(self.fixed_params)
+        start = [float(x) for x in init]
+        if poi_value is not None:
+            fixed[self.poi_index] = True
+            start[self.poi_index] = float(poi_value)
+        attempts = [(start, 1)]
+        fallback = [float(x) for x in self.init_pars]
+        if poi_value is not None:
+            fallback[self.poi_index] = float(poi_value)
+        attempts.append((fallback, 2))
+        for i, (pars0, strategy) in enumerate(attempts):
+            self.n_fits += 1
+            pars, twice_nll, valid, edm = _minuit(data, self.pdf, pars0, self.par_bounds,
+                                                  fixed, strategy)
+            if valid:
+                tensorlib, _ = pyhf.get_backend()
+                return tensorlib.astensor(pars), tensorlib.astensor(twice_nll)
+            if i == 0:
+                self.retries.append(what)
+                log.warning("%s: no valid minimum (EDM %.3g); retrying with strategy 2 from "
+                            "the suggested initial values", what, edm)
+        raise FitFailure(f"the {what} did not converge (EDM {edm:.3g}, -2 ln L "
+                         f"{twice_nll:.6g}), also with Minuit's strategy 2 from the model's "
+                         "suggested initial values")
+
+    def _unconditional(self, data: Any, what: str) -> FitResult:
+        """The free fit, and a second start that must reach the same minimum."""
+        first = self._fit(data, what=what)
+        if self.minimizer == "pyhf":
+            return first
+        # the POI started far from the first start: at a tenth of its bound, or at its bound
+        second_init = [float(x) for x in self.init_pars]
+        init_poi = second_init[self.poi_index]
+        second_init[self.poi_index] = (0.1 * self.poi_upper_bound
+                                       if init_poi < 0.05 * self.poi_upper_bound
+                                       else 0.0)
+        second = self._fit(data, init_pars=second_init, what=f"{what} (second start)")
+        gap = float(first[1]) - float(second[1])
+        if abs(gap) > SECOND_START_AGREEMENT:
+            raise FitFailure(f"the {what} reached two minima from two starts: -2 ln L "
+                             f"{float(first[1]):.6g} and {float(second[1]):.6g} (POI "
+                             f"{float(first[0][self.poi_index]):.4g} and "
+                             f"{float(second[0][self.poi_index]):.4g})")
+        return first if gap <= 0 else second
 
     @property
     def free_fit_data(self) -> FitResult:
         """Unconditional fit to the observed data: ``(parameters, -2 ln L)``."""
         if self._free_fit_data is None:
-            self._free_fit_data = self._fit(self.data)
+            self._free_fit_data = self._unconditional(self.data, "unconditional fit to data")
         return self._free_fit_data
 
     @property
     def background_fit_data(self) -> FitResult:
         """Background-only (POI = 0) fit to the observed data: ``(parameters, -2 ln L)``."""
         if self._bkg_fit_data is None:
-            self._bkg_fit_data = self._fit(self.data, 0.0)
+            self._bkg_fit_data = self._fit(self.data, 0.0, what="background-only fit to data")
         return self._bkg_fit_data
 
     @property
@@ -199,7 +282,8 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
     def free_fit_asimov(self) -> FitResult:
         """Unconditional fit to the Asimov dataset: ``(parameters, -2 ln L)``."""
         if self._free_fit_asimov is None:
-            self._free_fit_asimov = self._fit(self.asimov_data)
+            self._free_fit_asimov = self._unconditional(self.asimov_data,
+                                                        "unconditional fit to Asimov data")
         return self._free_fit_asimov
 
     def fixed_poi_fit_data(self, poi_test: float) -> FitResult:
@@ -207,7 +291,8 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         key = float(poi_test)
         if key not in self._fixed_fits_data:
             start = self._start(self._fixed_fits_data, key)
-            self._fixed_fits_data[key] = self._fit(self.data, key, start)
+            what = f"fit to data at {self.pdf.config.poi_name} = {key:.6g}"
+            self._fixed_fits_data[key] = self._fit(self.data, key, start, what=what)
         return self._fixed_fits_data[key]
 
     def fixed_poi_fit_asimov(self, poi_test: float) -> FitResult:
@@ -215,7 +300,9 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         key = float(poi_test)
         if key not in self._fixed_fits_asimov:
             start = self._start(self._fixed_fits_asimov, key)
-            self._fixed_fits_asimov[key] = self._fit(self.asimov_data, key, start)
+            self._fixed_fits_asimov[key] = self._fit(
+                self.asimov_data, key, start,
+                what=f"fit to Asimov data at {self.pdf.config.poi_name} = {key:.6g}")
         return self._fixed_fits_asimov[key]
 
     @property
@@ -359,7 +446,7 @@ def _find_root(
     upper_bound: float,
     rtol: float,
     what: str,
-) -> float:
+) -> tuple[float, list[float]]:
     """Root of a decreasing ``func`` (``ln(CLs / alpha)``) between 0 and ``upper_bound``.
 
     The guess is evaluated first; the bracket then grows geometrically from it, towards the
@@ -376,7 +463,8 @@ def _find_root(
         what: Name of the limit, for messages.
 
     Returns:
-        The POI value where ``func`` changes sign.
+        The lowest POI value where ``func`` changes sign, and every crossing where the
+        evaluated points show more than one (a non-monotonic CLs curve), else ``[]``.
 
     Raises:
         ValueError: If CLs is still above alpha at the POI upper bound.
@@ -399,7 +487,7 @@ def _find_root(
     x = min(max(guess, 1e-12 * upper_bound), upper_bound)
     fx = evaluate(x)
     if fx == 0:
-        return x
+        return x, []
     direction = 1.0 if fx > 0 else -1.0
     # first step: a bit beyond the locally refined guess, and at least a few rtol
     step = max(1.5 * abs(math.log(refine(x) / x)), 20 * rtol)
@@ -418,7 +506,7 @@ def _find_root(
         x = min(x * math.exp(direction * step), upper_bound)
         fx = evaluate(x)
         if fx == 0:
-            return x
+            return x, []
         step *= 2.0
         expansions += 1
         new_bracket = tightest()
@@ -426,8 +514,25 @@ def _find_root(
             bracket = new_bracket
             break
         bracket = new_bracket
-    root = brentq(func, *bracket, xtol=_XTOL, rtol=rtol)
-    return float(root)
+    root = float(brentq(evaluate, *bracket, xtol=_XTOL, rtol=rtol))
+    return root, _all_crossings(values, evaluate, root, rtol)
+
+
+def _all_crossings(values: dict[float, float], evaluate: Callable[[float], float],
+                   root: float, rtol: float) -> list[float]:
+    """Every crossing of zero that the evaluated points show, if more than one."""
+    points = sorted(values.items())
+    changes = [(a, b) for (a, fa), (b, fb) in itertools.pairwise(points)
+               if (fa >= 0) != (fb >= 0)]
+    if len(changes) < 2:
+        return []
+    crossings = []
+    for low, high in changes:
+        crossings.append(root if low <= root <= high
+                         else float(brentq(evaluate, low, high, xtol=_XTOL, rtol=rtol)))
+    log.warning("CLs crosses alpha %d times (at %s): not monotonic", len(crossings),
+                ", ".join(f"{mu:.6g}" for mu in crossings))
+    return crossings
 
 
 def _initial_sigma(calc: CachedAsymptoticCalculator) -> float:
@@ -451,6 +556,7 @@ def upper_limit(
     alpha: float = 0.05,
     rtol: float = 1e-6,
     warm_start: bool = True,
+    minimizer: str = "minuit",
 ) -> LimitResult:
     """Observed and expected asymptotic CLs upper limits and the local significance.
 
@@ -465,6 +571,8 @@ def upper_limit(
         rtol: Relative tolerance of the limits.
         warm_start: Start conditional fits from the nearest cached one (see
             :class:`CachedAsymptoticCalculator`).
+        minimizer: ``"minuit"`` (MIGRAD, convergence checked) or ``"pyhf"`` (pyhf's
+            configured optimiser, as ``hypotest``).
 
     Returns:
         The observed limit, the five expected limits (``-2 .. +2 sigma``), the local discovery
@@ -473,12 +581,14 @@ def upper_limit(
     Raises:
         ValueError: For an invalid ``alpha``/``rtol``, a model whose POI is missing, fixed or
             not bounded at 0, or a limit beyond the POI upper bound.
+        FitFailure: For a fit that does not converge (after the fallback).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if not rtol >= 4 * np.finfo(float).eps:
         raise ValueError(f"rtol must be >= {4 * np.finfo(float).eps:.3g}, got {rtol}")
-    calc = CachedAsymptoticCalculator(data, model, warm_start=warm_start)
+    calc = CachedAsymptoticCalculator(data, model, warm_start=warm_start, minimizer=minimizer)
+    crossings: dict[str, list[float]] = {}
     muhat = calc.muhat
     significance, p0 = calc.discovery()
     upper_bound = calc.poi_upper_bound
@@ -517,7 +627,7 @@ def upper_limit(
 
     # Observed limit: needs both conditional fits per POI value.
     refine_obs = guess_from(observed_factor)
-    observed = _find_root(
+    observed, crossings["observed"] = _find_root(
         lambda mu: _log_cls_ratio(calc.cls_observed(mu), alpha),
         calc.observed_points(),
         start(refine_obs),
@@ -540,7 +650,7 @@ def upper_limit(
         def band_refine(mu: float, band_factor: float = band_factor) -> float:
             return calc.sigma(mu) * band_factor
 
-        expected[index] = _find_root(
+        expected[index], crossings[f"expected_{BAND_LABELS[index]}"] = _find_root(
             band_value,
             calc.asimov_points(),
             start(guess_from(lambda _sigma, band_factor=band_factor: band_factor)),
@@ -558,6 +668,8 @@ def upper_limit(
         p0=p0,
         muhat=muhat,
         n_fits=calc.n_fits,
+        crossings={name: mus for name, mus in crossings.items() if mus},
+        retries=tuple(calc.retries),
     )
     log.info(
         "CLs limits: observed %.4g, expected %s; Z = %.3g (p0 = %.3g), muhat = %.4g, %d fits",

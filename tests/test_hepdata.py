@@ -481,3 +481,16 @@ def test_reproducible_tar_depends_only_on_content(tmp_path: Path) -> None:
     assert (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
     with tarfile.open(fileobj=io.BytesIO((tmp_path / "a.tar.gz").read_bytes())) as tar:
         assert tar.getnames() == ["a", "b"]
+
+
+def test_a_point_with_a_non_monotonic_cls_curve_is_flagged() -> None:
+    from steps.hepdata import limits_table
+
+    points = [dict(p) for p in LIMIT_POINTS]
+    points[1] = {**points[1], "crossings": {"observed": [1.75, 2.4, 3.1]}}
+    limits = {"poi": "mu_res", "labels": ["mass"], "points": points}
+    columns = {v.name: v for v in limits_table(limits, {}, None).variables}
+    assert list(columns["Limits with a non-monotonic CLs curve"].values) == [0, 1, 0]
+    monotonic = {"poi": "mu_res", "labels": ["mass"], "points": LIMIT_POINTS}
+    names = [v.name for v in limits_table(monotonic, {}, None).variables]
+    assert "Limits with a non-monotonic CLs curve" not in names
