@@ -332,6 +332,7 @@ def main(args: argparse.Namespace) -> None:
     redactor.add(token)
     with redacted_logging(redactor):
         config = load_analysis(opts.config)
+        common.check_inspire_id(config, opts)
         reana = opts.root / "reana.yaml"
         datasets = config.get("Datasets")
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from steps.errors import PubflowError
 from steps.publish.http import InDoubtError, RetryPolicy, check_base_url
+from steps.publish.metadata import NO_INSPIRE_ID
 from steps.publish.state import STATE_NAME
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,26 @@ def publication(config: dict[str, Any], source: str | Path) -> dict[str, Any]:
                            "abstract, authors and licence (see inputs/pubflow.yaml)",
                            path=source, key="Publication")
     return config["Publication"]
+
+
+def check_inspire_id(config: dict[str, Any], opts: Options) -> None:
+    """A record published on the real service names its paper's INSPIRE id.
+
+    Dry runs and the sandbox go ahead with the placeholder (``ins0000000``), said aloud.
+
+    Raises:
+        PubflowError: For a production upload without ``Publication.InspireId``.
+    """
+    inspire = config.get("Publication", {}).get("InspireId")
+    if inspire and inspire != NO_INSPIRE_ID:
+        return
+    if opts.upload and opts.production:
+        raise PubflowError("required key is missing: a record published on the real service "
+                           "names its paper (e.g. ins1234567; set it, then re-run the workflow "
+                           "so that the patchset carries it too)", path=opts.config,
+                           key="Publication.InspireId")
+    log.warning("%s: Publication.InspireId is not set: the record carries the placeholder %s "
+                "(a production upload refuses it)", opts.config, NO_INSPIRE_ID)
 
 
 def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: str,

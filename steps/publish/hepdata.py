@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from steps.config import validate
+from steps.config import load_analysis, validate
 from steps.errors import PubflowError
 from steps.publish import common
 from steps.publish.bundle import Bundle, BundleFile, write_bundle
@@ -238,6 +238,8 @@ def main(args: argparse.Namespace) -> None:
     if opts.production and args.recid is None:
         raise PubflowError("--production needs --recid: outside the sandbox, HEPData's "
                            "coordinator creates the record and invites you as uploader")
+    if opts.upload and opts.production:
+        common.check_inspire_id(load_analysis(opts.config), opts)
     if opts.upload:
         if not email:
             raise PubflowError(f"no HEPData account: give --email or set {EMAIL_ENV}")

@@ -451,6 +451,7 @@ def main(args: argparse.Namespace) -> None:
     with redacted_logging(redactor):
         config = load_analysis(opts.config)
         publication = common.publication(config, opts.config)
+        common.check_inspire_id(config, opts)
         files = sources(opts.results, opts.report)
         datasets = config.get("Datasets")
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)

@@ -175,7 +175,34 @@ def test_hepdata_sandbox_then_revision(repo, hepdata, publish):
     assert not leaks(repo, run.out, run.log)
 
 
+def _set_inspire_id(repo: Path, inspire: str) -> None:
+    path = repo / "results" / "config.json"
+    config = json.loads(path.read_text())
+    config["Publication"]["InspireId"] = inspire
+    path.write_text(json.dumps(config))
+
+
+def test_a_production_upload_needs_the_papers_inspire_id(repo, hepdata, zenodo, cap, publish):
+    """Dry runs and the sandbox go ahead with the placeholder, and say so; the real
+    services refuse it before any request is sent."""
+    recid = hepdata.add_record(HEPDATA_EMAIL, HEPDATA_COOKIE)
+    for target, fake, extra in (("hepdata", hepdata, ("--recid", str(recid))),
+                                ("zenodo", zenodo, ()), ("cap", cap, ())):
+        run = publish(target, "--upload", "--production", "--base-url", fake.url, *extra,
+                      *net(), env=ENV)
+        assert run.rc == 1, (target, run.out)
+        assert "results/config.json: Publication.InspireId: required key is missing" in run.out
+        assert len(run.out.strip().splitlines()) == 1
+        assert not (repo / "results/publish" / target / "state.json").exists()
+    assert not hepdata.records[recid].archives
+    run = publish("zenodo", "--dry-run")
+    assert run.rc == 0
+    assert "Publication.InspireId is not set: the record carries the placeholder ins0000000" \
+        in run.log
+
+
 def test_hepdata_production_needs_record_and_cookie(repo, hepdata, publish):
+    _set_inspire_id(repo, "ins1234567")
     recid = hepdata.add_record(HEPDATA_EMAIL, HEPDATA_COOKIE)
     base = ("hepdata", "--upload", "--production", "--base-url", hepdata.url, *net())
     run = publish(*base, env=ENV)
