@@ -228,8 +228,10 @@ def axis_label(label: str, units: dict[str, str], titles: dict[str, str] | None 
 
 
 def brazil(points: list[dict[str, Any]], label: str, units: dict[str, str], poi: str,
-           png: Path, luminosity: str | None, titles: dict[str, str] | None = None) -> None:
-    """The limit against the one scan variable, with the expected +-1/2 sigma bands."""
+           png: Path, luminosity: str | None, titles: dict[str, str] | None = None,
+           scale: float = 1.0) -> None:
+    """The limit against the one scan variable, with the expected +-1/2 sigma bands; the
+    limits on ``poi`` times ``scale`` (a ratio to a reference process, say)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,8 +239,8 @@ def brazil(points: list[dict[str, Any]], label: str, units: dict[str, str], poi:
     import mplhep
 
     x = np.array([p["values"][label] for p in points], float)
-    exp = np.array([p["expected"] for p in points])
-    obs = np.array([p["observed"] for p in points])
+    exp = scale * np.array([p["expected"] for p in points])
+    obs = scale * np.array([p["observed"] for p in points])
     with plt.style.context(mplhep.style.CMS):
         fig, ax = plt.subplots(figsize=(10, 8))
         ax.fill_between(x, exp[:, 0], exp[:, 4], color="#F5BB54",
@@ -261,7 +263,7 @@ def _dataset_label(config: dict[str, Any]) -> str | None:
     """The figure's top-right label: luminosity and centre-of-mass energy, those known."""
     parts = []
     lumi = config.get("Luminosity")
-    if lumi:
+    if lumi and lumi.get("Measured", True):
         parts.append(f"{lumi['Value']:g} {lumi['Unit'].replace('^-1', '$^{-1}$')}")
     energies = config.get("Publication", {}).get("Keywords", {}).get("cmenergies", [])
     if len(energies) == 1:
@@ -289,8 +291,16 @@ def limits(config: dict[str, Any], inputs: list[str], output: str, figure: str |
                                 "points": points}
     if "CrossSection" in scan:
         gathered["reference_cross_section"] = scan["CrossSection"]
+    if "RelativeTo" in scan:
+        gathered["relative_to"] = dict(scan["RelativeTo"])
     write_json(output, gathered)
-    if figure and len(labels) == 1:
+    relative = scan.get("RelativeTo")
+    if figure and len(labels) == 1 and relative:
+        ratio = (r"$\sigma \times B\,/\,\sigma \times B$"
+                 f"({relative['Name']})")
+        brazil(points, labels[0], units, ratio, Path(figure), _dataset_label(config),
+               gathered["titles"], scan["CrossSection"] / relative["CrossSection"])
+    elif figure and len(labels) == 1:
         brazil(points, labels[0], units, gathered["poi"], Path(figure),
                _dataset_label(config), gathered["titles"])
     elif figure and len(labels) == 2:

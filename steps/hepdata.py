@@ -599,7 +599,7 @@ def _qualify(variable: Any, config: dict[str, Any], region: str | None = None) -
     if len(energies) == 1:
         variable.add_qualifier("SQRT(S)", energies[0], "GeV")
     lumi = config.get("Luminosity")
-    if lumi:
+    if lumi and lumi.get("Measured", True):  # never a value that only normalises simulation
         variable.add_qualifier("LUMINOSITY", lumi["Value"], lumi["Unit"])
     if region is not None:
         variable.add_qualifier("Region", region)
@@ -767,8 +767,15 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | 
     points = sorted(limits["points"], key=lambda p: tuple(p["values"][k] for k in labels))
     poi = limits["poi"]
     xsec = limits.get("reference_cross_section")
+    relative = limits.get("relative_to")
     reference = (f", relative to a reference cross section times branching fraction of "
                  f"{xsec:g} pb" if xsec else "")
+    if relative:
+        ratio = f"the ratio of sigma x B to sigma x B({relative['Name']})"
+        reference += (f"; the signal samples also carry {relative['NormFactor']}, the "
+                      f"normalisation of the {relative['Name']} measured in the same data, so "
+                      f"that {poi} x {xsec:g} pb / {relative['CrossSection']:g} pb is "
+                      f"{ratio}, in which the luminosity and common efficiencies cancel")
     scan = config.get("Scan", {})
     what = scan.get("Name", "the signal hypotheses")
     table = _new_table(
@@ -776,7 +783,8 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | 
         f"{CONFIDENCE_LEVEL} CL upper limits (asymptotic CLs) on the signal strength {poi} "
         f"of {what} ({', '.join(labels)}){reference}, observed and expected (median, with "
         "the ranges containing 68% and 95% of the expected limits)"
-        + ("; the observed limit on the cross section times branching fraction" if xsec
+        + ("; the limits on that ratio" if relative else
+           "; the observed limit on the cross section times branching fraction" if xsec
            else "")
         + "; the local significance of the signal.",
         f"Figure {figure.name}" if figure else "Table",
@@ -803,7 +811,23 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | 
         )
         expected.add_uncertainty(band)
     limits_columns = [observed, expected]
-    if xsec:
+    if relative:
+        scale = float(xsec) / float(relative["CrossSection"])
+        ratio_observed = Variable(f"Observed upper limit on {ratio}", is_independent=False,
+                                  is_binned=False)
+        ratio_observed.values = [float(p["observed"]) * scale for p in points]
+        ratio_expected = Variable(f"Expected upper limit on {ratio}", is_independent=False,
+                                  is_binned=False)
+        ratio_median = [value * scale for value in median]
+        ratio_expected.values = ratio_median
+        for label, (low, high) in (("1 sigma", (1, 3)), ("2 sigma", (0, 4))):
+            band = Uncertainty(label, is_symmetric=False)
+            band.set_values_from_intervals(
+                [(float(p["expected"][low]) * scale, float(p["expected"][high]) * scale)
+                 for p in points], ratio_median)
+            ratio_expected.add_uncertainty(band)
+        limits_columns += [ratio_observed, ratio_expected]
+    elif xsec:
         cross_section = Variable("Observed upper limit on sigma x B", is_independent=False,
                                  is_binned=False, units="pb")
         cross_section.values = [float(p["observed"]) * float(xsec) for p in points]

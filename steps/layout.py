@@ -205,6 +205,10 @@ def _add_scan(config: Config, points: list[dict[str, Any]], keep: bool = True) -
     if "Bounds" in scan:
         normfactor["Bounds"] = list(scan["Bounds"])
     out["NormFactors"].append(normfactor)
+    relative = scan.get("RelativeTo")
+    for other in out["NormFactors"] if relative else []:
+        if other["Name"] == relative["NormFactor"]:
+            other["Samples"] = as_list(other.get("Samples", [])) + names
     for syst in out.get("Systematics", []):
         if syst["Name"] in scan.get("Systematics", []) and "Samples" in syst:
             syst["Samples"] = as_list(syst["Samples"]) + names

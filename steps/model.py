@@ -30,9 +30,10 @@ def add_lumi(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     Only with pubflow's ``Luminosity``: without it the model is cabinetry's as it is, whose
     own systematics then carry any luminosity uncertainty (never a second one on top).
     """
-    if "Luminosity" not in config:
-        return spec
-    rel = config["Luminosity"]["RelativeUncertainty"]
+    lumi = config.get("Luminosity")
+    if not lumi or not lumi.get("Measured", True):
+        return spec  # a value that only normalises the simulation constrains nothing
+    rel = lumi.get("RelativeUncertainty", 0.0)
     if rel == 0:
         return spec
     out = copy.deepcopy(spec)

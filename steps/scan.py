@@ -74,6 +74,9 @@ def _replaced(config: Config, source: str | Path) -> None:
     if scan.get("Systematics"):
         raise PubflowError("with Replaces, the replaced sample's Systematics apply: leave "
                            "this out", path=source, key="Scan.Systematics")
+    if "RelativeTo" in scan:
+        raise PubflowError("with Replaces, the replaced sample's normfactors apply: leave "
+                           "this out", path=source, key="Scan.RelativeTo")
     if "Bounds" in scan:
         raise PubflowError("with Replaces, the POI's bounds are its NormFactor's: leave this "
                            "out", path=source, key="Scan.Bounds")
@@ -103,6 +106,17 @@ def _added(config: Config, source: str | Path) -> None:
     if scan["POI"] in {n["Name"] for n in config["NormFactors"]}:
         raise PubflowError(f"{scan['POI']!r} is already a NormFactor (to scan a sample of the "
                            "model, give Replaces)", path=source, key="Scan.POI")
+    relative = scan.get("RelativeTo")
+    if relative:
+        normfactor = next((n for n in config["NormFactors"]
+                           if n["Name"] == relative["NormFactor"]), None)
+        if normfactor is None or "Samples" not in normfactor:
+            raise PubflowError(f"{relative['NormFactor']!r} is not a NormFactor of named "
+                               "samples", path=source, key="Scan.RelativeTo.NormFactor")
+        if "CrossSection" not in scan:
+            raise PubflowError("required key is missing (the signal's cross section that POI "
+                               "= 1 stands for, to give the ratio)", path=source,
+                               key="Scan.CrossSection")
     systematics = {s["Name"] for s in config.get("Systematics", [])}
     for i, name in enumerate(scan.get("Systematics", [])):
         if name not in systematics:

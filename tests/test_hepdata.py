@@ -494,3 +494,21 @@ def test_a_point_with_a_non_monotonic_cls_curve_is_flagged() -> None:
     monotonic = {"poi": "mu_res", "labels": ["mass"], "points": LIMIT_POINTS}
     names = [v.name for v in limits_table(monotonic, {}, None).variables]
     assert "Limits with a non-monotonic CLs curve" not in names
+
+
+def test_limits_relative_to_the_z_are_published_as_a_ratio_not_in_pb() -> None:
+    """mu_res x 10 pb / 970 pb is the ratio to the Z (the resonance carries mu_Z); no limit
+    in pb, which would stand on a luminosity that was never measured."""
+    from steps.hepdata import limits_table
+
+    limits = {"poi": "mu_res", "labels": ["mass"], "points": LIMIT_POINTS,
+              "reference_cross_section": 10.0,
+              "relative_to": {"Name": "Z", "NormFactor": "mu_Z", "CrossSection": 970.0}}
+    table = limits_table(limits, {}, None)
+    columns = {v.name: v for v in table.variables}
+    assert "Observed upper limit on sigma x B" not in columns
+    observed = columns["Observed upper limit on the ratio of sigma x B to sigma x B(Z)"]
+    assert list(observed.values) == pytest.approx([2.5 / 97, 1.75 / 97, 4.25 / 97])
+    expected = columns["Expected upper limit on the ratio of sigma x B to sigma x B(Z)"]
+    assert list(expected.values) == pytest.approx([2.1 / 97, 1.7 / 97, 3.0 / 97])
+    assert "mu_Z" in table.description and "cancel" in table.description

@@ -27,14 +27,30 @@ def test_workspace_has_the_usual_modifiers(workspace: dict) -> None:
     assert types[("Zmumu", "mu_Z")] == "normfactor"
     assert types[("Continuum", "Continuum_norm")] == "normsys"
     for sample in ("Zmumu", "Continuum"):
-        assert types[(sample, "lumi")] == "lumi"
         assert types[(sample, "muon_scale")] == "histosys"
         assert types[(sample, "muon_resolution")] == "histosys"
         assert types[(sample, "staterror_Dimuon")] == "staterror"
+    # the bundled luminosity only normalises the simulation: it constrains nothing
+    assert "lumi" not in {name for _, name in types}
     measurement = workspace["measurements"][0]["config"]
     assert measurement["poi"] == "mu_Z"
-    lumi = next(p for p in measurement["parameters"] if p["name"] == "lumi")
-    assert lumi["sigmas"] == [0.04]
+    assert "lumi" not in {p["name"] for p in measurement["parameters"]}
+
+
+def test_a_measured_luminosity_is_a_lumi_modifier_on_every_sample(workspace: dict) -> None:
+    from steps.model import add_lumi
+
+    spec = add_lumi(workspace, {"Luminosity": {"Value": 36.0, "Unit": "fb^-1",
+                                               "RelativeUncertainty": 0.02}})
+    samples = [s for c in spec["channels"] for s in c["samples"]]
+    assert all({"name": "lumi", "type": "lumi", "data": None} in s["modifiers"]
+               for s in samples)
+    [lumi] = [p for p in spec["measurements"][0]["config"]["parameters"]
+              if p["name"] == "lumi"]
+    assert (lumi["auxdata"], lumi["sigmas"]) == ([1.0], [0.02])
+    unmeasured = {"Luminosity": {"Value": 36.0, "Unit": "fb^-1", "Measured": False,
+                                 "RelativeUncertainty": 0.02}}
+    assert add_lumi(workspace, unmeasured) == workspace
 
 
 @pytest.mark.parametrize("injected", [1.0, 1.6])
@@ -59,6 +75,11 @@ def test_patchset_is_the_hepdata_convention(workspace: dict, patchset: dict,
     patched = ps.apply(pyhf.Workspace(workspace), [masses[0]])
     model = pyhf.Workspace(patched).model()
     assert model.config.poi_name == "mu_res"
+    # the resonance carries the Z's normalisation too: mu_res is a ratio to the Z's rate
+    resonance = next(s for s in dict(patched)["channels"][0]["samples"]
+                     if s["name"] == f"Resonance_m{masses[0]}")
+    assert {m["name"] for m in resonance["modifiers"] if m["type"] == "normfactor"} == {
+        "mu_Z", "mu_res"}
     signal = f"Resonance_m{masses[0]}"
     assert signal in model.config.samples
     # the resonance sits where it should: most of its yield within 10% of its mass
