@@ -211,6 +211,8 @@ def limit(workspace_path: str, patchset_path: str, output: str, *,
         "n_fits": result.n_fits, "minimizer": "minuit",
         # where CLs crosses alpha more than once (a non-monotonic curve): every crossing
         "crossings": result.crossings, "retried_fits": list(result.retries),
+        # fixed because float64 cannot resolve -2 ln L along them: the most it can move
+        "frozen_parameters": result.frozen,
     }
     write_json(output, point)
     log.info("%s (%s): observed %.3f, expected %.3f on %s", chosen.name,

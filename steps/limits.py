@@ -61,17 +61,54 @@ FitResult = tuple[Any, float]  # (fitted parameters tensor, twice the NLL at the
 #: Minuit's tolerance: its EDM goal is 0.002 x this (-2 ln L units), 1e-5 here, far below
 #: what moves a limit by 1e-4 (cabinetry's fit uses pyhf's default, 0.1).
 MINUIT_TOLERANCE = 0.005
+#: The background-only fit, whose parameters define the Asimov dataset, goes 10x further: at
+#: the EDM goal of the others its parameters can stay ~4e-3 sigma from the minimum, which moves
+#: the expected limits by up to 1e-4.
+ASIMOV_TOLERANCE = 0.1 * MINUIT_TOLERANCE
 #: Two starts of an unconditional fit agree when their -2 ln L differ by less than this.
 SECOND_START_AGREEMENT = 1e-3
 MAX_CALLS = 100_000
+#: A Poisson-constrained parameter (``shapesys``) with auxiliary datum ``tau`` adds terms of
+#: about ``tau ln tau`` to ``-2 ln L``, known only to their float64 rounding, ``2 eps tau ln
+#: tau``. Where that noise exceeds a tenth of Minuit's EDM goal (tau above ~1e8, a relative
+#: width below ~1e-4, in practice a placeholder for "no uncertainty"), no fit can converge along
+#: it: such a parameter is fixed at its initial value (see :func:`frozen_components`).
+FROZEN_NOISE = 0.1 * 0.002 * MINUIT_TOLERANCE
+#: Fixing one moves ``-2 ln L`` by at most ``g^2 / (4 tau)`` (``g`` the slope of the main bins'
+#: ``-2 ln L`` along it); above this bound, the fit stops instead.
+FROZEN_MAX_EFFECT = 1e-6
 
 
 class FitFailure(RuntimeError):
     """A fit that did not converge, after the fallback: the message names the fit."""
 
 
+def frozen_components(pdf: Any) -> dict[int, tuple[str, float]]:
+    """Free Poisson-constrained parameter components too narrow for float64 fits.
+
+    Returns:
+        By index in the parameter vector: the component's name and its auxiliary datum ``tau``,
+        for every one whose rounding noise ``2 eps tau ln tau`` exceeds :data:`FROZEN_NOISE`.
+    """
+    config = pdf.config
+    fixed = config.suggested_fixed()
+    eps = float(np.finfo(float).eps)
+    frozen: dict[int, tuple[str, float]] = {}
+    for name in config.auxdata_order:
+        paramset = config.param_set(name)
+        if getattr(paramset, "pdf_type", None) != "poisson":
+            continue
+        first = config.par_slice(name).start
+        for offset, tau in enumerate(paramset.factors):
+            index = first + offset
+            if not fixed[index] and 2 * eps * tau * math.log(tau) > FROZEN_NOISE:
+                frozen[index] = (config.par_names[index], float(tau))
+    return frozen
+
+
 def _minuit(data: Any, pdf: Any, init: Sequence[float], bounds: Sequence[Sequence[float]],
-            fixed: Sequence[bool], strategy: int) -> tuple[list[float], float, bool, float]:
+            fixed: Sequence[bool], strategy: int, tolerance: float = MINUIT_TOLERANCE
+            ) -> tuple[list[float], float, bool, float]:
     """MIGRAD on pyhf's ``-2 ln L``: parameters, ``-2 ln L``, validity and EDM."""
     import iminuit
 
@@ -83,7 +120,7 @@ def _minuit(data: Any, pdf: Any, init: Sequence[float], bounds: Sequence[Sequenc
     minuit.limits = [tuple(b) for b in bounds]
     minuit.fixed = list(fixed)
     minuit.strategy = strategy
-    minuit.tol = MINUIT_TOLERANCE
+    minuit.tol = tolerance
     minuit.print_level = 0
     minuit.migrad(ncall=MAX_CALLS)
     return list(minuit.values), float(minuit.fval), bool(minuit.valid), float(minuit.fmin.edm)
@@ -106,6 +143,10 @@ class LimitResult:
             the finder evaluated (a non-monotonic curve), every crossing, by limit
             (``observed``, ``expected_-2sigma`` ...); the limit given is the lowest.
         retries: The fits that needed the fallback (Minuit's strategy 2).
+        frozen: Parameters fixed at their initial values because float64 cannot resolve
+            ``-2 ln L`` along them (see :func:`frozen_components`), with the largest change
+            of ``-2 ln L`` that fixing them can make at the unconditional and the
+            background-only fit to the data.
     """
 
     observed: float
@@ -116,6 +157,7 @@ class LimitResult:
     n_fits: int
     crossings: dict[str, list[float]] = field(default_factory=dict)
     retries: tuple[str, ...] = ()
+    frozen: dict[str, float] = field(default_factory=dict)
 
 
 class CachedAsymptoticCalculator(AsymptoticCalculator):
@@ -176,6 +218,13 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
                 "statistic needs a POI bounded below at 0"
             )
         self.poi_index: int = poi_index
+        #: components fixed because float64 cannot resolve -2 ln L along them (Minuit only:
+        #: ``minimizer="pyhf"`` keeps pyhf's fits as they are)
+        self.frozen: dict[int, tuple[str, float]] = {}
+        if minimizer == "minuit" and fixed_params is None:
+            self.frozen = frozen_components(pdf)
+            self.fixed_params = [bool(f) or i in self.frozen
+                                 for i, f in enumerate(self.fixed_params)]
         self.poi_upper_bound: float = float(upper)
         self.n_fits: int = 0
         self.warm_start = warm_start
@@ -201,7 +250,7 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         return start
 
     def _fit(self, data: Any, poi_value: float | None = None, init_pars: Any = None,
-             what: str = "fit") -> FitResult:
+             what: str = "fit", tolerance: float = MINUIT_TOLERANCE) -> FitResult:
         """One maximum-likelihood fit (conditional at ``poi_value`` if given), converged."""
         init = self.init_pars if init_pars is None else init_pars
         if self.minimizer == "pyhf":
@@ -225,7 +274,7 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
         for i, (pars0, strategy) in enumerate(attempts):
             self.n_fits += 1
             pars, twice_nll, valid, edm = _minuit(data, self.pdf, pars0, self.par_bounds,
-                                                  fixed, strategy)
+                                                  fixed, strategy, tolerance)
             if valid:
                 tensorlib, _ = pyhf.get_backend()
                 return tensorlib.astensor(pars), tensorlib.astensor(twice_nll)
@@ -268,7 +317,9 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
     def background_fit_data(self) -> FitResult:
         """Background-only (POI = 0) fit to the observed data: ``(parameters, -2 ln L)``."""
         if self._bkg_fit_data is None:
-            self._bkg_fit_data = self._fit(self.data, 0.0, what="background-only fit to data")
+            # its parameters make the Asimov dataset, which every expected limit rests on
+            self._bkg_fit_data = self._fit(self.data, 0.0, what="background-only fit to data",
+                                           tolerance=ASIMOV_TOLERANCE)
         return self._bkg_fit_data
 
     @property
@@ -309,6 +360,42 @@ class CachedAsymptoticCalculator(AsymptoticCalculator):
     def muhat(self) -> float:
         """Best-fit POI value on the observed data."""
         return float(self.free_fit_data[0][self.poi_index])
+
+    def frozen_effects(self) -> dict[str, float]:
+        """For each frozen component, the largest drop of ``-2 ln L`` that profiling it could
+        give at the unconditional and the background-only fit to the data, ``g^2 / (4 tau)``:
+        the constraint's own slope is 0 at its nominal value and its curvature ``2 tau``, and
+        ``g``, the slope of the main bins' ``-2 ln L``, holds no tau (a central difference)."""
+        if not self.frozen:
+            return {}
+        tensorlib, _ = pyhf.get_backend()
+        main = tensorlib.astensor(self.data[: self.pdf.config.nmaindata])
+
+        def main_2nll(pars: np.ndarray) -> float:
+            value = self.pdf.main_model.logpdf(main, tensorlib.astensor(pars))
+            return -2.0 * float(np.asarray(tensorlib.tolist(value)).reshape(-1)[0])
+
+        effects: dict[str, float] = {}
+        for index, (name, tau) in self.frozen.items():
+            worst = 0.0
+            for fit in (self.free_fit_data, self.background_fit_data):
+                pars = np.asarray(tensorlib.tolist(fit[0]), dtype=float)
+                step = 1e-6 * max(1.0, abs(pars[index]))
+                up, down = pars.copy(), pars.copy()
+                up[index] += step
+                down[index] -= step
+                slope = (main_2nll(up) - main_2nll(down)) / (2 * step)
+                worst = max(worst, slope**2 / (4 * tau))
+            effects[name] = worst
+            if worst > FROZEN_MAX_EFFECT:
+                raise FitFailure(
+                    f"{name} has a constraint float64 cannot resolve (auxiliary datum tau = "
+                    f"{tau:.3g}), and fixing it would move -2 ln L by up to {worst:.2g}: widen "
+                    "its uncertainty in the workspace")
+        log.warning("fixed at their initial values, too narrow for float64 fits: %s",
+                    ", ".join(f"{n} (-2 ln L moves by at most {e:.1g})"
+                              for n, e in effects.items()))
+        return effects
 
     def asimov_points(self) -> list[float]:
         """POI values at which the conditional Asimov fit is cached."""
@@ -590,6 +677,7 @@ def upper_limit(
     calc = CachedAsymptoticCalculator(data, model, warm_start=warm_start, minimizer=minimizer)
     crossings: dict[str, list[float]] = {}
     muhat = calc.muhat
+    frozen = calc.frozen_effects()
     significance, p0 = calc.discovery()
     upper_bound = calc.poi_upper_bound
 
@@ -670,6 +758,7 @@ def upper_limit(
         n_fits=calc.n_fits,
         crossings={name: mus for name, mus in crossings.items() if mus},
         retries=tuple(calc.retries),
+        frozen=frozen,
     )
     log.info(
         "CLs limits: observed %.4g, expected %s; Z = %.3g (p0 = %.3g), muhat = %.4g, %d fits",

@@ -195,7 +195,9 @@ class CAPPublisher(DepositPublisher[Outcome]):
         done: dict[str, Any] = self.section.setdefault("files", {})
         for file in self.bundle.files:
             if remote.get(file.name, {}).get("md5") != file.md5:
-                buckets.put_file(self.client, bucket, self.bundle, file)
+                buckets.put_file(self.client, bucket, self.bundle, file,
+                                 lambda: set(_remote_files(self._get(dep["id"], "the deposit")
+                                                           or {})))
                 self.changed = True
             done[file.name] = {"md5": file.md5, "size": file.size}
             self.state.save()

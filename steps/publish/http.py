@@ -322,7 +322,8 @@ class Client:
         Args:
             method: HTTP method.
             path: A path under the base URL, or an absolute URL on the same origin.
-            expect: Statuses that mean success.
+            expect: The statuses the service documents for success; any other 2xx is
+                success too (logged), since the server carried the request out.
             body: What to send.
             params: Query parameters (never secrets).
             headers: Extra headers.
@@ -376,6 +377,12 @@ class Client:
                 status = response.status_code
                 if status in expect:
                     log.info("%s: %s -> %d", self.service, label, status)
+                    return response
+                if 200 <= status < 300:
+                    # the server did it, whatever status it chose to say so with: a create
+                    # answered 200 instead of 201 exists, and forgetting it makes an orphan
+                    log.warning("%s: %s -> %d (expected %s); taken as done", self.service,
+                                label, status, "/".join(map(str, sorted(expect))))
                     return response
                 message = server_message(response)
                 last = f"{status} {response.reason}: {message}"

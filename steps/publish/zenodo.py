@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,12 +264,21 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
 
     # -- files, metadata, checks, publication -----------------------------------------------
 
+    def _listed(self, dep: Mapping[str, Any]) -> Callable[[], set[str]]:
+        """The names of the deposition's files, as Zenodo lists them now."""
+        def names() -> set[str]:
+            listed = self.client.json("GET", f"{DEPOSITIONS}/{dep['id']}/files",
+                                      what="list the files") or []
+            return set(_remote_files({"files": listed}))
+        return names
+
     def _sync_files(self, dep: Mapping[str, Any]) -> None:
         bucket = dep["links"]["bucket"]
         remote = _remote_files(dep)
+        listed = self._listed(dep)
         done: dict[str, Any] = self.section.setdefault("files", {})
         for name in sorted(set(remote) - set(self.local)):
-            buckets.delete_object(self.client, bucket, name)
+            buckets.delete_object(self.client, bucket, name, listed)
             done.pop(name, None)
             self._save()
             self.changed = True
@@ -280,8 +289,8 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
                     self._save()
                 continue
             if file.name in remote:
-                buckets.delete_object(self.client, bucket, file.name)
-            buckets.put_file(self.client, bucket, self.bundle, file)
+                buckets.delete_object(self.client, bucket, file.name, listed)
+            buckets.put_file(self.client, bucket, self.bundle, file, listed)
             done[file.name] = {"md5": file.md5, "size": file.size}
             self._save()
             self.changed = True
