@@ -72,6 +72,17 @@ make_env .venv "$(command -v "$PY")" -e ".[test]" &
 make_env .venv-reana "$py38" "${reana[@]}" &
 make_env .venv-reana95 "$py312" --pre "${reana95[@]}" &
 make_env .venv-snakemake8 "$py312" "${snakemake8[@]}" &
+# --- .venv-zenodo-client: begin ---------------------------------------------------------------
+# zenodo-client 0.4.2 (package index), a Zenodo client written by others: it sends the token as
+# ?access_token= and licence ids as given. tests/publish/test_third_party_zenodo.py runs it
+# against the fake Zenodo. Pinned here, not in pyproject.toml, so the stamp (pyproject.toml's
+# hash) does not see the pin: a venv holding another version is rebuilt.
+zenodo_client_pin="zenodo-client==0.4.2"
+if ! .venv-zenodo-client/bin/python -c 'import sys, importlib.metadata as m; sys.exit(m.version("zenodo-client") != sys.argv[1])' "${zenodo_client_pin#*==}" 2>/dev/null; then
+  rm -f .venv-zenodo-client/.pubflow-stamp
+fi
+make_env .venv-zenodo-client "$(command -v "$PY")" "$zenodo_client_pin" &
+# --- .venv-zenodo-client: end -----------------------------------------------------------------
 status=0
 for job in $(jobs -p); do wait "$job" || status=1; done
 [ "$status" = 0 ] || { log "an environment failed to install (see above)"; exit 1; }

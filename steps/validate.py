@@ -5,7 +5,13 @@
 * the patchset: ``pyhf.PatchSet`` (schema), its digest against the workspace
   (``pyhf.utils.digest``), and every patch applied, giving a valid workspace and model;
 * the HEPData archive: hepdata-validator's ``FullSubmissionValidator``, and the likelihoods
-  in it (its HistFactory resource) must be the validated workspace and patchset.
+  in it (its HistFactory resource) must be the validated workspace and patchset;
+* the other published outputs (``--outputs``: fit results, limits, figures), each as its
+  reader takes it: JSON strictly (no NaN or infinity, which other JSON parsers refuse), the fit
+  results and the limits against the shapes the HEPData step reads them with; PNG by Pillow
+  (decoded in full); PDF by its structure (header, cross-reference offset, end marker).
+
+Every file a publisher sends must be in the report (see :mod:`steps.publish.gate`).
 
 The report is written only when every check passes; otherwise the step fails naming the first
 failing artefact and its first problem (all problems are logged), and removes a stale report,
@@ -328,6 +334,92 @@ def check_published_likelihoods(
     return check
 
 
+def _strict_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (other JSON readers refuse it)")
+
+
+def check_result_json(path: str | Path) -> Check:
+    """A JSON result, strictly: fit results and limits also in the shape the HEPData step
+    reads them (``steps.hepdata.FIT_SCHEMA``, ``LIMITS_SCHEMA``)."""
+    path = Path(path)
+    schema = {"results.json": hepdata.FIT_SCHEMA,
+              "limits.json": hepdata.LIMITS_SCHEMA}.get(path.name)
+    check = _begin(path, tool("jsonschema") if schema else "json (Python, strict)")
+    if not check.valid:
+        return check
+    try:
+        obj = json.loads(path.read_text(), parse_constant=_strict_constant)
+    except (ValueError, UnicodeDecodeError) as err:
+        check.fail(f"invalid JSON: {err}")
+        return check
+    if schema is not None:
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(schema)
+        for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+            where = "/".join(map(str, error.absolute_path)) or "(top level)"
+            check.fail(f"{where}: {schema_message(error)}")
+    if check.valid:
+        check.summary = (f"{_count(len(obj), 'key')}" if isinstance(obj, dict)
+                         else type(obj).__name__)
+    return check
+
+
+def check_png(path: str | Path) -> Check:
+    """A PNG, decoded in full by Pillow (what HEPData and image viewers read it with)."""
+    check = _begin(path, tool("pillow"))
+    if check.valid:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                if image.format != "PNG":
+                    check.fail(f"not a PNG but {image.format}")
+                else:
+                    image.load()
+                    check.summary = f"PNG, {image.width} x {image.height} pixels"
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            check.fail(f"not a readable image: {err}")
+    return check
+
+
+def check_pdf(path: str | Path) -> Check:
+    """A PDF's structure: the ``%PDF-`` header, and at its end the cross-reference offset
+    (``startxref``, pointing inside the file) and the ``%%EOF`` marker, which a reader needs
+    before it can read anything else."""
+    check = _begin(path, f"pubflow {__version__} (PDF structure)")
+    if not check.valid:
+        return check
+    data = Path(path).read_bytes()
+    tail = data[-1024:]
+    if not data.startswith(b"%PDF-"):
+        check.fail("no %PDF- header")
+    elif b"%%EOF" not in tail or b"startxref" not in tail:
+        check.fail("truncated: no startxref / %%EOF at its end")
+    else:
+        offset = tail[tail.rindex(b"startxref") + len(b"startxref"):].split()[0]
+        if not offset.isdigit() or int(offset) >= len(data):
+            check.fail(f"startxref points outside the file ({offset!r})")
+        else:
+            check.summary = f"PDF {data[5:8].decode('ascii', 'replace')}, {len(data)} bytes"
+    return check
+
+
+OUTPUT_CHECKS: dict[str, Callable[[str | Path], Check]] = {
+    ".json": check_result_json, ".png": check_png, ".pdf": check_pdf}
+
+
+def check_output(path: str | Path) -> Check:
+    """A published output, by its kind (:data:`OUTPUT_CHECKS`)."""
+    checker = OUTPUT_CHECKS.get(Path(path).suffix.lower())
+    if checker is None:
+        check = _begin(path, f"pubflow {__version__}")
+        check.fail(f"no check for {Path(path).suffix or 'files without a suffix'} "
+                   f"(known: {', '.join(OUTPUT_CHECKS)})")
+        return check
+    return checker(path)
+
+
 def validate_all(
     *,
     config: str | Path,
@@ -335,10 +427,12 @@ def validate_all(
     workspace: str | Path,
     patchset: str | Path | None,
     submission: str | Path,
+    outputs: tuple[str | Path, ...] = (),
 ) -> list[Check]:
     """Every check, upstream artefacts first (so the first failure is the root cause).
 
-    ``patchset`` is None for an analysis without a signal scan.
+    ``patchset`` is None for an analysis without a signal scan; ``outputs`` are the other
+    files published (fit results, limits, figures).
     """
     checks = [check_config(config), check_datasets(datasets)]
     workspace_check, workspace_spec = check_workspace(workspace)
@@ -351,6 +445,7 @@ def validate_all(
     checks.append(check_submission(submission))
     checks.append(check_published_likelihoods(
         submission, (workspace, workspace_spec), published_patchset))
+    checks += [check_output(path) for path in outputs]
     return checks
 
 
@@ -393,13 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True, help="pyhf workspace (JSON)")
     p.add_argument("--patchset", help="pyhf patchset (JSON), when the analysis has a Scan")
     p.add_argument("--submission", required=True, help="HEPData archive (submission.tar.gz)")
+    p.add_argument("--outputs", nargs="*", default=[], metavar="FILE",
+                   help="the other published outputs: fit results, limits, figures "
+                   "(.json, .png, .pdf)")
     p.add_argument("--report", required=True, help="report to write when all is valid (JSON)")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
     checks = validate_all(config=args.config, datasets=args.datasets, workspace=args.workspace,
-                          patchset=args.patchset, submission=args.submission)
+                          patchset=args.patchset, submission=args.submission,
+                          outputs=tuple(args.outputs))
     write_report(checks, args.report)
 
 

@@ -1,8 +1,8 @@
 """publish: a validated result reaches HEPData, Zenodo and CAP without hand work.
 
-``python -m steps.publish {hepdata,zenodo,cap}`` (see ``--help``). The publishers read only
-finished, validated files (the gate, :mod:`steps.publish.gate`) and never import the
-analysis. Modules, each with one job:
+``python -m steps.publish {hepdata,zenodo,cap,inveniordm}`` (see ``--help``). The
+publishers read only finished, validated files (the gate, :mod:`steps.publish.gate`) and
+never import the analysis. Modules, each with one job:
 
 * :mod:`~steps.publish.secrets`: credentials from the environment, redaction everywhere;
 * :mod:`~steps.publish.http`: the one HTTP layer (timeouts, bounded retries, TLS on);
@@ -16,5 +16,7 @@ analysis. Modules, each with one job:
   settling a pending request, the deposit flow of Zenodo and CAP);
 * :mod:`~steps.publish.hepdata`, :mod:`~steps.publish.zenodo`, :mod:`~steps.publish.cap`:
   the three flows;
+* :mod:`~steps.publish.inveniordm`: the Zenodo deposit through InvenioRDM's own REST API
+  (drafts, draft files, versions), on any InvenioRDM instance, Zenodo's included;
 * :mod:`~steps.publish.common`: shared options and the run-or-resume loop.
 """

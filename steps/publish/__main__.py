@@ -6,6 +6,8 @@ the request plan, and sends nothing. --upload sends (credentials from the enviro
 --production uses the real service, --publish (Zenodo, CAP) makes the record public.
 Nothing is published unless results/validation/report.json says valid and the files still
 match it. Order: hepdata, then zenodo (links the HEPData record), then cap (links both).
+inveniordm makes the Zenodo record through InvenioRDM's own REST API, on any InvenioRDM
+instance (--base-url), Zenodo's included.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from steps import cli
-from steps.publish import cap, hepdata, zenodo
+from steps.publish import cap, hepdata, inveniordm, zenodo
 
 EPILOG = """examples:
   python -m steps.publish zenodo                          # dry run: bundle + plan, sends nothing
@@ -21,14 +23,17 @@ EPILOG = """examples:
   python -m steps.publish zenodo --upload                 # a draft on sandbox.zenodo.org
   python -m steps.publish zenodo --upload --publish       # ... published (sandbox DOI)
   python -m steps.publish zenodo --upload --production --publish   # the real DOI
+  python -m steps.publish inveniordm --upload --base-url https://sandbox.zenodo.org
+  python -m steps.publish inveniordm --upload --production --base-url URL   # any instance
 credentials (environment only; on REANA: reana-client secrets-add --env NAME=VALUE):
   HEPDATA_EMAIL, HEPDATA_PASSWORD, HEPDATA_INVITATION_COOKIE (production), ZENODO_TOKEN,
-  CAP_ACCESS_TOKEN"""
+  CAP_ACCESS_TOKEN, INVENIORDM_TOKEN"""
 
 TARGETS = {
     "hepdata": (hepdata, "upload the validated submission archive to HEPData"),
     "zenodo": (zenodo, "deposit workflow, inputs manifest, outputs and provenance on Zenodo"),
     "cap": (cap, "create or update the CERN Analysis Preservation record"),
+    "inveniordm": (inveniordm, "the Zenodo deposit through InvenioRDM's REST API (any instance)"),
 }
 
 
@@ -46,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = __doc__
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
-    sub = p.add_subparsers(dest="target", required=True, metavar="{hepdata,zenodo,cap}")
+    sub = p.add_subparsers(dest="target", required=True, metavar="{hepdata,zenodo,cap,inveniordm}")
     for name, (module, summary) in TARGETS.items():
         target = cli.subcommand(sub, name, help=summary,
                                 description=module.__doc__.split("\n\n")[0].replace("\n", " "),

@@ -12,10 +12,17 @@ verification on (cap-client sends every request with ``verify=False``, so it is 
 3. ``PUT {bucket}/{name}`` for the workflow archive and ``reana.yaml``; the answer's
    ``checksum`` (``md5:<hex>``) must be the local file's.
 4. ``PATCH api/deposits/<pid>`` with a JSON Patch (``application/json-patch+json``) sets the
-   metadata: title, abstract, people, keywords, and the links to the Zenodo DOI, the HEPData
-   record and the REANA workflow.
+   metadata: title, CADI id, abstract, people, keywords, and the links to the Zenodo DOI, the
+   HEPData record and the REANA workflow.
 5. ``GET api/deposits/<pid>``: the files must be there with the local checksums.
 6. With ``--publish`` only: ``POST api/deposits/<pid>/actions/publish`` (``202``).
+
+CAP checks every body against the deposit's schema (``cap/modules/deposit/api.py``): a
+create and a PATCH without ``required`` (a draft may be incomplete; a create refused with
+``400 "Validation error: <message>."``, a PATCH with ``422`` and ``errors: [{field,
+message}]``), the publication with it (``422``, e.g. ``basic_info.cadi_id``). pubflow checks
+its metadata against ``steps/schemas/cap-metadata.schema.json`` (the same shapes) before
+sending, and an upload needs ``Publication.CadiId``.
 
 Authentication: ``Authorization: Bearer $CAP_ACCESS_TOKEN``. The default endpoint is CAP's QA
 instance, the nearest thing to a sandbox ("data may disappear after a while");
@@ -25,9 +32,10 @@ instance, the nearest thing to a sandbox ("data may disappear after a while");
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,7 @@ from steps.errors import PubflowError
 from steps.publish import buckets, common, links
 from steps.publish.bundle import WORKFLOW_ARCHIVE, Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client
+from steps.publish.http import Body, Client, PermanentHttpError
 from steps.publish.metadata import cap_metadata, digest
 from steps.publish.plan import PLAN, Step, plan_document
 from steps.publish.publisher import DepositPublisher
@@ -62,6 +70,30 @@ def patch_ops(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A JSON Patch setting each top-level field ("add" replaces an existing member)."""
     return [{"op": "add", "path": f"/{key}", "value": value}
             for key, value in sorted(metadata.items())]
+
+
+@contextlib.contextmanager
+def schema_refusal(schema: str) -> Iterator[None]:
+    """A refusal by CAP's schema check, told as what to do (the server's field errors kept).
+
+    CAP answers ``400 "Validation error: ..."`` to a create, ``422`` with the fields to a
+    PATCH or a publication; nothing was stored, and repeating the request cannot help.
+    """
+    try:
+        yield
+    except PermanentHttpError as err:
+        text = str(err).rstrip(".")
+        if err.status not in (400, 422) or "Validation error" not in text:
+            raise
+        # a create's refusal carries only the first error's message, no field
+        what = ("correct the field named" if err.status == 422 else
+                "CAP names no field on a create; correct the value quoted")
+        if "already attached to another record" in text:
+            what = "another CAP deposit holds this CADI id (basic_info.cadi_id): check it"
+        raise PermanentHttpError(
+            f"{text}. CAP's {schema!r} schema refuses the deposit metadata: {what} (the "
+            "config's Publication block, or the --metadata file), then re-run",
+            status=err.status) from None
 
 
 def _remote_files(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -175,8 +207,9 @@ class CAPPublisher(DepositPublisher[Outcome]):
                                f"(available: {', '.join(str(g) for g in groups) or 'none'}); "
                                "choose one with --schema")
         known = [d.get("id") for d in self._my_drafts()]
-        with self.state.recording(self.endpoint, "create",
-                                  title=self.metadata["general_title"], known=known):
+        with (schema_refusal(self.schema),
+              self.state.recording(self.endpoint, "create",
+                                   title=self.metadata["general_title"], known=known)):
             dep = self.client.json("POST", f"{DEPOSITS}/", expect=(201,),
                                    body=Body(json={"$ana_type": self.schema, **self.metadata}),
                                    what=f"create a {self.schema} draft")
@@ -204,10 +237,11 @@ class CAPPublisher(DepositPublisher[Outcome]):
 
     def _send_metadata(self, dep: Mapping[str, Any]) -> None:
         # "add" replaces a member that exists: the patch gives the same result when repeated.
-        self.client.json("PATCH", f"{DEPOSITS}/{dep['id']}", expect=(200,), idempotent=True,
-                         body=Body(data=json.dumps(patch_ops(self.metadata)),
-                                   content_type=PATCH_TYPE),
-                         what="set the metadata")
+        with schema_refusal(self.schema):
+            self.client.json("PATCH", f"{DEPOSITS}/{dep['id']}", expect=(200,), idempotent=True,
+                             body=Body(data=json.dumps(patch_ops(self.metadata)),
+                                       content_type=PATCH_TYPE),
+                             what="set the metadata")
 
     def _verify(self, dep: Mapping[str, Any]) -> None:
         fresh = self._get(dep["id"], "the deposit") or {}
@@ -225,8 +259,9 @@ class CAPPublisher(DepositPublisher[Outcome]):
 
     def _publish(self, dep: Mapping[str, Any]) -> None:
         fingerprint = self._fingerprint()
-        with self.state.recording(self.endpoint, "publish", pid=dep["id"],
-                                  fingerprint=fingerprint):
+        with (schema_refusal(self.schema),
+              self.state.recording(self.endpoint, "publish", pid=dep["id"],
+                                   fingerprint=fingerprint)):
             published = self.client.json("POST", f"{DEPOSITS}/{dep['id']}/actions/publish",
                                          expect=(202,), what="publish") or {}
         s = self.section
@@ -335,6 +370,7 @@ def main(args: argparse.Namespace) -> None:
     with redacted_logging(redactor):
         config = load_analysis(opts.config)
         common.check_inspire_id(config, opts)
+        common.check_cadi_id(config, opts)
         reana = opts.root / "reana.yaml"
         datasets = config.get("Datasets")
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from steps.errors import PubflowError
 from steps.publish.http import InDoubtError, RetryPolicy, check_base_url
-from steps.publish.metadata import NO_INSPIRE_ID
+from steps.publish.metadata import NO_CADI_ID, NO_INSPIRE_ID
 from steps.publish.state import STATE_NAME
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,27 @@ def check_inspire_id(config: dict[str, Any], opts: Options) -> None:
                            key="Publication.InspireId")
     log.warning("%s: Publication.InspireId is not set: the record carries the placeholder %s "
                 "(a production upload refuses it)", opts.config, NO_INSPIRE_ID)
+
+
+def check_cadi_id(config: dict[str, Any], opts: Options) -> None:
+    """A CAP deposit names its analysis's CADI line (``basic_info.cadi_id``).
+
+    CAP's cms-analysis schema requires it to publish and refuses an id another deposit
+    holds, so the placeholder (``XXX-00-000``) is never sent, not even to the QA instance.
+    Dry runs go ahead with it, said aloud.
+
+    Raises:
+        PubflowError: For an upload without ``Publication.CadiId``.
+    """
+    cadi = config.get("Publication", {}).get("CadiId")
+    if cadi and cadi != NO_CADI_ID:
+        return
+    if opts.upload:
+        raise PubflowError("required key is missing: a CAP deposit names the analysis's CADI "
+                           "line (e.g. SMP-10-002); set it, then re-run", path=opts.config,
+                           key="Publication.CadiId")
+    log.warning("%s: Publication.CadiId is not set: the CAP metadata carries the placeholder "
+                "%s (an upload refuses it)", opts.config, NO_CADI_ID)
 
 
 def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: str,

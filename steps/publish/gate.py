@@ -2,9 +2,10 @@
 
 ``steps.validate`` writes ``results/validation/report.json`` only when every artefact passed
 its consumer's validator, recording each artefact's sha256. A publisher reads the report,
-requires it to say valid, and requires every file it is about to publish that the report
-lists to still have the digest the validator saw: a file changed (or regenerated) after
-validation is refused.
+requires it to say valid, and requires every file it is about to publish to be listed there
+(``complete=True``; the report itself and the files named in ``exempt`` aside) and to still
+have the digest the validator saw: a file changed (or regenerated) after validation, or one
+that no validator saw, is refused.
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ def _key(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def check_gate(report: str | Path, artefacts: Iterable[str | Path] = ()) -> GateResult:
+def check_gate(report: str | Path, artefacts: Iterable[str | Path] = (), *,
+               complete: bool = False, exempt: Iterable[str | Path] = ()) -> GateResult:
     """Check the validation report, and the digests of the files about to be published.
 
     Args:
         report: ``results/validation/report.json``.
         artefacts: Files about to be published; each one the report lists must still have
             the sha256 the report recorded.
+        complete: Whether every artefact must be in the report (but the report itself and
+            ``exempt``).
+        exempt: Files published without the report's word, each for a reason the caller
+            states (e.g. a record of the run written after validation).
 
     Raises:
         PubflowError: If the report is missing, unreadable or not valid, or a file differs
@@ -75,9 +81,13 @@ def check_gate(report: str | Path, artefacts: Iterable[str | Path] = ()) -> Gate
         if check.get("sha256") and check.get("artefact"):
             recorded[_key(check["artefact"])] = check["sha256"]
     verified: dict[str, str] = {}
+    unvouched = {_key(report), *map(_key, exempt)}
     for artefact in artefacts:
         key = _key(artefact)
         if key not in recorded:
+            if complete and key not in unvouched:
+                raise PubflowError(f"not in the validation report, so nothing vouches for it: "
+                                   f"{RERUN}", path=artefact)
             continue
         if not Path(artefact).is_file():
             raise PubflowError("validated file is missing", path=artefact)

@@ -13,34 +13,54 @@ The protocol is hepdata-cli's (``hepdata_cli/api.py``, ``Client.upload``) and th
   record (``HEPDATA_INVITATION_COOKIE``).
 
 The answer is ``{"url": ".../record/sandbox/<recid>"}`` (the archive is then processed in
-the background and the result e-mailed), or ``{"message": ...}`` with 400, 403, 404 or 413.
+the background and the result e-mailed), or ``{"message": ...}`` with 400, 403 or 404.
+
+A record's status (``overall_status``) decides whether it takes an upload. ``cli_upload``
+takes one into a sandbox record only in status ``sandbox`` and into a non-sandbox record only
+when its latest version is ``todo``. ``process_payload`` (``api.py``) then marks it
+``sandbox_processing`` or ``processing`` until the background job (``process_saved_file``)
+ends and restores the status; a coordinator's finalising makes it ``finished``. A repeated upload
+therefore meets 403 ("... does not correspond to a confirmed uploader ...") while a sandbox
+record is processing, and 404 ("Record N not found.") while a record is processing or once it
+is finished. So before uploading to a known record pubflow reads its page as JSON
+(``GET /record/sandbox/<id>?format=json``, open to anyone; ``GET /record/<id>?format=json``,
+which shows an anonymous client only finished versions and otherwise redirects to the login
+page) and waits, bounded by the retry policy, while it is being processed. A refusal of that
+kind is checked against the record's status, never taken for a fault in the archive.
 
 Before anything is sent, the archive must pass the validation gate, ``hepdata-validate``
-(hepdata-validator, the same check HEPData runs), and HEPData's size limit (52,000,000 bytes).
+(hepdata-validator, the same check HEPData runs), and the whole request body must fit HEPData's
+limit: Flask's ``MAX_CONTENT_LENGTH`` (``hepdata/config.py``, 52,000,000 bytes) applies to the
+body, form fields and multipart framing included, and werkzeug refuses a longer one with 413.
 
 An upload without ``recid`` creates a new sandbox record, and nothing in HEPData's API lists a
 user's sandbox records: if the answer to such an upload is lost, pubflow cannot tell whether
 the record exists, so it refuses to guess. The next run asks for ``--recid N`` (the record
 that appeared under ``<site>/record/sandbox``) or ``--discard-pending`` (none appeared).
-Uploads to a known record replace its content and are simply repeated.
+An upload to a known record whose answer is lost is settled from the record's status: if the
+record is being processed, the upload arrived (pubflow waits for a record to take uploads
+before sending one); if not, it cannot be told, and the upload, which replaces the record's
+content, is sent again.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from urllib3.filepost import encode_multipart_formdata
 
 from steps.config import load_analysis, validate
 from steps.errors import PubflowError
 from steps.publish import common
 from steps.publish.bundle import Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client
+from steps.publish.http import Body, Client, PermanentHttpError
 from steps.publish.plan import PLAN, Step, plan_document
 from steps.publish.publisher import Publisher
 from steps.publish.secrets import Redactor, credential, optional_credential, redacted_logging
@@ -50,8 +70,26 @@ log = logging.getLogger(__name__)
 
 SITE = "https://www.hepdata.net"
 UPLOAD_PATH = "record/cli_upload"
-#: HEPData's limit (hepdata-cli UPLOAD_MAX_SIZE; the server answers 413 above it).
+#: HEPData's limit on the whole request body (hepdata/config.py: MAX_CONTENT_LENGTH =
+#: UPLOAD_MAX_SIZE; werkzeug answers 413 above it). hepdata-cli checks only the file.
 UPLOAD_MAX_SIZE = 52_000_000
+#: Record pages, read as JSON to learn the record's status (views.py: sandbox_display, metadata).
+SANDBOX_PAGE = "record/sandbox/{recid}"
+RECORD_PAGE = "record/{recid}"
+STATUS_QUERY = {"format": "json", "light": "true"}  # light: without the table list
+#: What publication_processing.html says while the background job runs.
+PROCESSING_TEXT = "is currently being processed"
+#: What sandbox_display renders (with 200) for an id that is not a sandbox record.
+NO_SANDBOX_TEXT = "Sandbox record not found"
+#: How each kind of record answers a repeated upload while it is processing (views.py,
+#: cli_upload: has_upload_permissions fails on 'sandbox_processing'; no 'todo' version).
+BUSY_SANDBOX = (403, "does not correspond to a confirmed uploader")
+BUSY_RECORD = (404, "Record {recid} not found")
+
+#: What a record's page says about it: it takes an upload (``accepting``), its upload is
+#: being processed, it is finished, it is not there, or an anonymous client cannot see its
+#: latest version (``hidden``: the site redirects to its login page).
+RecordState = Literal["accepting", "processing", "finished", "missing", "hidden", "unknown"]
 ARCHIVE_NAME = "submission.tar.gz"
 EMAIL_ENV = "HEPDATA_EMAIL"
 PASSWORD_ENV = "HEPDATA_PASSWORD"
@@ -113,6 +151,50 @@ def form_fields(*, email: str, password: str, sandbox: bool, recid: int | None,
     return fields
 
 
+def request_body_size(fields: Mapping[str, str], archive_size: int) -> int:
+    """The length of the multipart body ``requests`` sends for these fields and the archive.
+
+    The framing is what urllib3 (which ``requests`` encodes multipart bodies with) writes for
+    the same fields and an empty file; its boundary has a fixed length.
+    """
+    framing, _ = encode_multipart_formdata(
+        [*fields.items(), ("hep_archive", (ARCHIVE_NAME, b"", "application/octet-stream"))])
+    return len(framing) + archive_size
+
+
+def check_body(fields: Mapping[str, str], archive: BundleFile, limit: int | None = None) -> None:
+    """Refuse an upload whose whole request body is over HEPData's limit."""
+    limit = UPLOAD_MAX_SIZE if limit is None else limit
+    size = request_body_size(fields, archive.size)
+    if size > limit:
+        raise PubflowError(f"the upload's request body would be {size} bytes (archive "
+                           f"{archive.size} bytes, plus form fields and multipart framing): "
+                           f"over HEPData's limit of {limit} bytes on the whole body; nothing "
+                           "was sent (make the archive smaller, e.g. move large resources to "
+                           "Zenodo)")
+
+
+def record_state(response: Any) -> RecordState:
+    """What a record page (``?format=json``) says about the record."""
+    if response.status_code == 302:
+        location = response.headers.get("Location", "")
+        return "hidden" if "/login" in location else "unknown"
+    try:
+        body = response.json()
+    except ValueError:
+        # the processing page and sandbox_display's error page are HTML, with 200
+        text = response.text
+        if PROCESSING_TEXT in text:
+            return "processing"
+        return "missing" if NO_SANDBOX_TEXT in text else "unknown"
+    status = body.get("status") if isinstance(body, Mapping) else None
+    if status in ("todo", "sandbox"):
+        return "accepting"
+    if status in ("processing", "sandbox_processing"):
+        return "processing"
+    return "finished" if status == "finished" else "unknown"
+
+
 class HEPDataPublisher(Publisher):
     """One upload, resumable from the state file.
 
@@ -132,20 +214,110 @@ class HEPDataPublisher(Publisher):
         self.recid = recid
         self.discard_pending = discard_pending
         self.archive: BundleFile = bundle.by_name()[ARCHIVE_NAME]
+        self.sandbox = fields.get("sandbox") != "False"
         super().__init__(client, state, bundle, production=production)
 
+    # -- the record's status ------------------------------------------------------------------
+
+    def _page(self, recid: int) -> str:
+        return (SANDBOX_PAGE if self.sandbox else RECORD_PAGE).format(recid=recid)
+
+    def _poll(self, recid: int) -> RecordState:
+        """Read the record's page once."""
+        try:
+            response = self.client.request("GET", self._page(recid), expect=(200, 302),
+                                           params=STATUS_QUERY,
+                                           what="read the record's status")
+        except PermanentHttpError as err:
+            if err.status == 404:  # render_record's abort(404): no such record
+                return "missing"
+            raise
+        return record_state(response)
+
+    def _wait(self, recid: int, *, after: str) -> tuple[RecordState, bool]:
+        """Poll the record until it is not being processed, bounded by the retry policy.
+
+        Args:
+            recid: The record.
+            after: What the user is told was done, should the record still be processing.
+
+        Returns:
+            Its state, and whether it was seen being processed.
+
+        Raises:
+            PubflowError: If it is still being processed after the last check.
+        """
+        policy = self.client.policy
+        seen = False
+        for check in range(1, policy.attempts + 1):
+            state = self._poll(recid)
+            if state != "processing":
+                return state, seen
+            seen = True
+            if check < policy.attempts:
+                wait = policy.delay(check)
+                log.info("HEPData: record %s is being processed (check %d of %d); next check "
+                         "in %.3g s", recid, check, policy.attempts, wait)
+                policy.sleep(wait)
+        raise PubflowError(f"HEPData record {recid} is still being processed after "
+                           f"{policy.attempts} checks ({after}): re-run later, or allow longer "
+                           "waits with --retries and --backoff", path=self.state.path)
+
+    def _missing(self, recid: int) -> PubflowError:
+        where = f"{self.endpoint}/{self._page(recid)}"
+        return PubflowError(f"HEPData has no record {recid} ({where}); nothing was sent. Re-run "
+                            "with --recid of an existing record (yours are under "
+                            f"{self.endpoint}/record/sandbox)", path=self.state.path)
+
+    def _finished(self, recid: int) -> PubflowError:
+        return PubflowError(
+            f"HEPData record {recid} is finished and accepts no upload (HEPData answers "
+            f"404 'Record {recid} not found.'); nothing was changed. Ask the record's "
+            "coordinator to open a new version (Revise Submission on the record page), then "
+            "re-run; if one is open and an upload to it is being processed, re-run later",
+            path=self.state.path)
+
+    def _busy_refusal(self, err: PermanentHttpError, recid: int) -> bool:
+        """Whether ``err`` is how HEPData refuses an upload to a record that is processing."""
+        status, text = BUSY_SANDBOX if self.sandbox else BUSY_RECORD
+        return err.status == status and text.format(recid=recid) in str(err)
+
+    # -- the run ------------------------------------------------------------------------------
+
     def _settle_pending(self, pending: dict[str, Any]) -> None:
-        if self.recid is not None:
+        recid = pending.get("recid")
+        if recid is None:
+            if self.recid is None and not self.discard_pending:
+                raise PubflowError(
+                    f"the HEPData upload sent {pending['started']} got no answer, and it may "
+                    f"have created a new sandbox record. Look at {self.endpoint}/record/sandbox:"
+                    " if a record with this submission is there, re-run with --recid <its "
+                    "number>; if there is none, re-run with --discard-pending",
+                    path=self.state.path)
+            if self.recid is None:
+                return
             log.info("HEPData: adopting record %s for the upload whose answer was lost",
                      self.recid)
-            self.section["record"] = {
-                "recid": self.recid, "url": None, "sha256": None, "sandbox": not self.production}
-        elif not self.discard_pending:
-            raise PubflowError(
-                f"the HEPData upload sent {pending['started']} got no answer, and it may have "
-                f"created a new sandbox record. Look at {self.endpoint}/record/sandbox: if a "
-                "record with this submission is there, re-run with --recid <its number>; if "
-                "there is none, re-run with --discard-pending", path=self.state.path)
+            recid = self.recid
+        record = dict(self.section.get("record") or {})
+        if record.get("recid") != recid:
+            record = {"recid": recid, "url": None, "sha256": None,
+                      "sandbox": not self.production}
+        state, seen = self._wait(recid, after="the upload whose answer was lost is still "
+                                              "recorded as pending")
+        if state == "missing":
+            raise self._missing(recid)
+        if seen:
+            # pubflow sends an upload only to a record that is not processing: this
+            # processing is that upload's
+            log.info("HEPData: record %s was processing the upload whose answer was lost: it "
+                     "arrived", recid)
+            record.update(sha256=pending.get("sha256"), uploaded=pending["started"])
+        else:
+            log.warning("HEPData: cannot tell whether the upload to record %s whose answer was "
+                        "lost arrived; it is sent again (an upload replaces the record's "
+                        "content)", recid)
+        self.section["record"] = record
 
     def run(self) -> dict[str, Any]:
         """Upload unless this archive is already in the record; return the record."""
@@ -163,16 +335,11 @@ class HEPDataPublisher(Publisher):
         fields = dict(self.fields)
         if recid is not None:
             fields["recid"] = str(recid)
+        check_body(fields, self.archive)
         body = Body(form=fields, files={"hep_archive": (ARCHIVE_NAME,
                                                         self.bundle.file_path(ARCHIVE_NAME))})
-        # With a record id the upload replaces that record's content: repeating it is safe.
-        # Without one it creates a record: pending until its answer is in.
-        pending = (self.state.recording(self.endpoint, "upload", sha256=self.archive.sha256)
-                   if recid is None else contextlib.nullcontext())
-        with pending:
-            answer = self.client.json("POST", UPLOAD_PATH, expect=(200,), body=body,
-                                      idempotent=recid is not None,
-                                      what="upload the submission") or {}
+        answer = (self._upload(body, recid=None) if recid is None
+                  else self._upload_to(recid, body))
         url = str(answer.get("url") or "")
         new_recid = recid_from_url(url) if url else None
         if new_recid is None and recid is None:
@@ -187,10 +354,53 @@ class HEPDataPublisher(Publisher):
                  "result)", s["record"]["url"])
         return s["record"]
 
+    def _upload(self, body: Body, *, recid: int | None) -> dict[str, Any]:
+        """One upload, recorded as pending until its answer is in."""
+        # Not idempotent, even to a known record: a repeat while the first one is processed
+        # is refused, and one after it doubles the work. A lost answer is settled instead.
+        info = {"sha256": self.archive.sha256, **({"recid": recid} if recid is not None else {})}
+        with self.state.recording(self.endpoint, "upload", **info):
+            return self.client.json("POST", UPLOAD_PATH, expect=(200,), body=body,
+                                    idempotent=False, what="upload the submission") or {}
+
+    def _upload_to(self, recid: int, body: Body) -> dict[str, Any]:
+        """Upload to a known record once it takes uploads, waiting while it is processing."""
+        policy = self.client.policy
+        for attempt in range(1, policy.attempts + 1):
+            state, _ = self._wait(recid, after="nothing was sent")
+            if state == "missing":
+                raise self._missing(recid)
+            # 'finished' as an anonymous client sees it may hide a newer open version: the
+            # upload view, which applies nothing when it refuses, decides
+            try:
+                return self._upload(body, recid=recid)
+            except PermanentHttpError as err:
+                if not self._busy_refusal(err, recid):
+                    raise
+                state = self._poll(recid)
+                if state == "missing":
+                    raise self._missing(recid) from None
+                if state == "finished":
+                    raise self._finished(recid) from None
+                if state not in ("processing", "hidden"):
+                    raise  # the record takes uploads: the refusal is about this upload
+                # 'hidden' here: no finished version, and its only version is not 'todo'
+                if attempt == policy.attempts:
+                    raise PubflowError(
+                        f"HEPData refuses uploads to record {recid} while it is being "
+                        f"processed ({err.status} after {attempt} tries); nothing was "
+                        "changed: re-run later", path=self.state.path) from None
+                wait = policy.delay(attempt)
+                log.warning("HEPData: record %s is being processed and refused the upload "
+                            "(%s); trying again in %.3g s (try %d of %d)", recid, err.status,
+                            wait, attempt + 1, policy.attempts)
+                policy.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 def plan_steps(base: str, fields: dict[str, str], *, recid: int | None,
                section: dict[str, Any], archive: BundleFile) -> tuple[list[Step], list[str]]:
-    """The request an upload would send (none if the record already has the archive)."""
+    """The requests an upload would send (none if the record already has the archive)."""
     notes: list[str] = []
     record = section.get("record") or {}
     recid = recid if recid is not None else record.get("recid")
@@ -204,11 +414,19 @@ def plan_steps(base: str, fields: dict[str, str], *, recid: int | None,
     form = ", ".join(f"{k}={v}" for k, v in shown.items())
     notes.append("a new sandbox record is created" if recid is None
                  else f"record {recid} is revised")
-    return [Step("upload", "POST", f"{base}/{UPLOAD_PATH}",
-                 body=f"multipart: hep_archive=files/{ARCHIVE_NAME} ({archive.size} bytes, "
-                      f"sha256 {archive.sha256}); {form}",
-                 note="HEPData processes the archive in the background and e-mails the result")
-            ], notes
+    steps: list[Step] = []
+    if recid is not None:
+        page = (SANDBOX_PAGE if fields.get("sandbox") != "False" else RECORD_PAGE)
+        query = "&".join(f"{k}={v}" for k, v in STATUS_QUERY.items())
+        steps.append(Step("status", "GET", f"{base}/{page.format(recid=recid)}?{query}",
+                          note="repeated (up to --retries times) while the record is being "
+                               "processed; a record that is finished takes no upload"))
+    steps.append(Step("upload", "POST", f"{base}/{UPLOAD_PATH}",
+                      body=f"multipart: hep_archive=files/{ARCHIVE_NAME} ({archive.size} bytes, "
+                           f"sha256 {archive.sha256}); {form}",
+                      note="HEPData processes the archive in the background and e-mails the "
+                           "result"))
+    return steps, notes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -161,7 +161,11 @@ def server_message(response: requests.Response, limit: int = 500) -> str:
             where = err.get("field")
             if isinstance(where, list):
                 where = ".".join(str(p) for p in where)
-            text = str(err.get("message") or err.get("messages") or "")
+            # Invenio's validation errors say "messages": [...] (a list), older ones "message"
+            messages = err.get("messages")
+            if isinstance(messages, list):
+                messages = "; ".join(map(str, messages))
+            text = str(err.get("message") or messages or "")
             parts.append(f"{where}: {text}" if where else text)
     if not parts:
         text = " ".join(response.text.split())
@@ -443,7 +447,8 @@ def _hint(status: int) -> str:
     return {
         401: " (check the access token: is it set, valid, and for this site? A sandbox "
              "needs its own token)",
-        403: " (the credentials lack the permission, or the record no longer accepts this "
+        403: " (check the access token: Zenodo answers a missing or invalid token with 403; "
+             "or the credentials lack the permission, or the record no longer accepts this "
              "change)",
         413: " (the upload is too large for the service)",
     }.get(status, "")

@@ -69,12 +69,24 @@ def zenodo_doi(publish_root: Path, production: bool) -> tuple[str | None, bool]:
     """
     for section in _sections(publish_root, "zenodo", production):
         latest = section.get("latest") or {}
-        if latest.get("doi"):
+        if _names_endpoint_record(latest.get("doi"), production):
             return str(latest["doi"]), True
         draft = section.get("draft") or {}
-        if draft.get("reserved_doi"):
+        if _names_endpoint_record(draft.get("reserved_doi"), production):
             return str(draft["reserved_doi"]), False
     return None, False
+
+
+#: Zenodo's production DOI prefix. Its legacy API reports reserved DOIs with it on the
+#: sandbox too (zenodo-rdm legacyjson.LegacySchema.dump_prereserve_doi), where they name
+#: nothing or someone else's record: a sandbox record must never link one (older state
+#: files may hold such a DOI).
+ZENODO_PRODUCTION_PREFIX = "10.5281/"
+
+
+def _names_endpoint_record(doi: object, production: bool) -> bool:
+    """Whether a DOI from the zenodo state can be linked from a record of this kind."""
+    return bool(doi) and (production or not str(doi).startswith(ZENODO_PRODUCTION_PREFIX))
 
 
 def discover(

@@ -4,10 +4,14 @@
   metadata"): ``upload_type``, ``title``, ``creators`` (``Family, Given`` names with
   affiliation and ORCID), ``description`` (HTML), ``access_right``, ``license``, ``keywords``
   and ``related_identifiers`` (the HEPData record, the INSPIRE paper, the code).
-* CAP: a title, the abstract and people, keywords, and links to the Zenodo DOI, the HEPData
-  record and the REANA workflow, in the field names of CAP's analysis schemas
-  (``basic_info``, ``additional_resources.documentations``). Experiments' schemas differ:
-  ``--metadata FILE`` merges further fields.
+* CAP: a title, the CADI id, the abstract and people, keywords, and links to the Zenodo DOI,
+  the HEPData record and the REANA workflow, in the shapes of CAP's ``cms-analysis`` schema
+  (v0.0.1, ``cap/modules/fixtures/schemas/cms.json`` in cernanalysispreservation/
+  analysispreservation.cern.ch; a copy in ``tests/data/cap/schemas``): ``basic_info.cadi_id``
+  (required to publish), ``additional_resources.documentations`` (strings: the URLs, what
+  each is in ``additional_resources.comments``), ``additional_resources.publications``
+  (``persistent_identifiers``: strings). Other fields of the schema: ``--metadata FILE``
+  merges them.
 
 Both are checked against pubflow's schemas (``steps/schemas/zenodo-metadata.schema.json``,
 ``cap-metadata.schema.json``) before any request is sent.
@@ -27,6 +31,10 @@ from steps.publish.links import Links
 
 #: INSPIRE id meaning "not assigned yet" (steps/schemas/analysis.schema.json).
 NO_INSPIRE_ID = "ins0000000"
+
+#: CADI id meaning "not set" (steps/schemas/analysis.schema.json): a dry run shows it, an
+#: upload refuses it. It has the CADI form CAP's schema checks, and no CADI group is "XXX".
+NO_CADI_ID = "XXX-00-000"
 
 #: What each published file is, for the description (by name prefix or name).
 _CONTENTS = (
@@ -154,6 +162,9 @@ def cap_metadata(
 ) -> dict[str, Any]:
     """The CAP deposit metadata (without ``$ana_type``, which goes only into the create).
 
+    Without ``Publication.CadiId`` it carries the placeholder :data:`NO_CADI_ID` (a dry run;
+    ``steps.publish.common.check_cadi_id`` refuses an upload of it).
+
     Args:
         publication: The ``Publication`` block of the analysis config.
         links: The Zenodo DOI, HEPData record, REANA workflow and code to link.
@@ -167,29 +178,32 @@ def cap_metadata(
         if author.get("Affiliation"):
             person["affiliation"] = author["Affiliation"]
         people.append(person)
-    documentations = []
+    # CAP's documentations are strings (the schema's items: {"type": "string"}): the URLs,
+    # and what each one is in the free-text comment
+    documentations: list[tuple[str, str]] = []
     if links.zenodo_doi:
         state = "" if links.zenodo_doi_registered else " (reserved; registered on publication)"
-        documentations.append({
-            "url": f"https://doi.org/{links.zenodo_doi}",
-            "comment": f"Zenodo deposit{state}: workflow, inputs manifest, outputs and "
-                       "provenance"})
+        what = f"Zenodo deposit{state}: workflow, inputs manifest, outputs and provenance"
+        documentations.append((f"https://doi.org/{links.zenodo_doi}", what))
     if links.hepdata:
-        documentations.append({"url": links.hepdata,
-                               "comment": "HEPData record: tables and likelihoods"})
+        documentations.append((links.hepdata, "HEPData record: tables and likelihoods"))
     if links.reana:
-        documentations.append({"url": links.reana, "comment": "REANA workflow run"})
+        documentations.append((links.reana, "REANA workflow run"))
     if links.code:
-        documentations.append({"url": links.code, "comment": "analysis code (pubflow)"})
+        documentations.append((links.code, "analysis code (pubflow)"))
     metadata: dict[str, Any] = {
         "general_title": publication["Title"],
-        "basic_info": {"abstract": " ".join(publication["Abstract"].split()),
+        "basic_info": {"cadi_id": publication.get("CadiId") or NO_CADI_ID,
+                       "abstract": " ".join(publication["Abstract"].split()),
                        "people_info": people},
         "additional_resources": {"keywords": ", ".join(keywords(publication))},
     }
+    resources = metadata["additional_resources"]
     if documentations:
-        metadata["additional_resources"]["documentations"] = documentations
+        resources["documentations"] = [url for url, _ in documentations]
+        resources["comments"] = "Documentation links: " + "; ".join(
+            f"{url}: {what}" for url, what in documentations)
     if paper := inspire_url(publication):
-        metadata["additional_resources"]["publications"] = [
-            {"persistent_identifiers": [{"identifier": paper, "scheme": "url"}]}]
+        # the schema's publication-v0.0.1: persistent_identifiers are strings
+        resources["publications"] = [{"persistent_identifiers": [paper]}]
     return deep_merge(metadata, extra or {})

@@ -4,12 +4,17 @@ The flow follows Zenodo's legacy deposit REST API (https://developers.zenodo.org
 
 1. ``POST /api/deposit/depositions`` with the metadata creates a draft (``201``); its
    ``links.bucket`` is where files go. When the analysis was published before, a new version
-   of the same concept record is opened instead: ``POST .../{id}/actions/newversion`` on the
-   latest version (``201``; repeating it has no effect while the draft exists), then
-   ``GET links.latest_draft``.
-2. ``PUT {bucket}/{name}`` streams each file (files inherited from the previous version that
-   changed or vanished are removed first with ``DELETE {bucket}/{name}``); the ``md5`` each
-   answer reports must be the local file's.
+   of the same concept record is opened instead. A draft of that concept record that already
+   exists (a run that lost the answer) is adopted; otherwise ``POST
+   .../{id}/actions/newversion`` on the latest version answers ``201`` with the new draft,
+   holding the previous version's files. It is not repeated: zenodo-rdm hands back the
+   existing draft and imports the files again, which Invenio refuses with 400 "Please remove
+   all files first." once the draft holds a file (zenodo-rdm ``legacy/resources.py``
+   ``LegacyRecordResource.new_version``; invenio-drafts-resources
+   ``FileComponent.import_files``).
+2. ``PUT {bucket}/{name}`` streams each file (``201``; files inherited from the previous
+   version that changed or vanished are removed first with ``DELETE {bucket}/{name}``); the
+   ``md5`` each answer reports must be the local file's.
 3. ``PUT /api/deposit/depositions/{id}`` with ``{"metadata": ...}`` sets the metadata.
 4. ``GET /api/deposit/depositions/{id}/files``: every file must be there with the local md5
    and size, and nothing else, before anything is published.
@@ -18,7 +23,13 @@ The flow follows Zenodo's legacy deposit REST API (https://developers.zenodo.org
 Authentication is ``Authorization: Bearer $ZENODO_TOKEN`` (never the ``access_token`` query
 parameter the examples use: URLs end up in logs). The state file keeps the draft, the files
 already uploaded and the published versions; creating and publishing are recorded as pending
-before they are sent, so that a re-run asks Zenodo what happened instead of repeating them.
+before they are sent, so that a re-run asks Zenodo what happened instead of repeating them,
+and a new version's draft is recorded as soon as its answer names it.
+
+Zenodo's legacy serializer reports every draft's reserved DOI as ``10.5281/zenodo.<id>``,
+the production prefix, on the sandbox too (``legacyjson.LegacySchema.dump_prereserve_doi``);
+on the sandbox such a DOI names nothing, so it is kept only as ``sandbox_reserved_doi`` and
+never as a DOI that links could use.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from steps.errors import PubflowError
 from steps.publish import buckets, common, links
 from steps.publish.bundle import Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client
+from steps.publish.http import Body, Client, PermanentHttpError
 from steps.publish.metadata import digest, zenodo_metadata
 from steps.publish.plan import PLAN, Step, plan_document
 from steps.publish.publisher import DepositPublisher, fingerprint
@@ -52,6 +63,8 @@ METADATA = "metadata.json"
 #: Drafts listed per page when looking for one whose creation answer was lost.
 PAGE_SIZE = 100
 MAX_PAGES = 20
+#: Zenodo's production DOI prefix: on the sandbox, a DOI with it is not the sandbox record's.
+PRODUCTION_DOI_PREFIX = "10.5281/"
 
 
 def sources(results: Path, report: Path) -> dict[str, Path]:
@@ -86,11 +99,31 @@ def _holds(latest: Mapping[str, Any], files: Mapping[str, str], metadata_sha: st
             and recorded.get("metadata_sha256") in (None, metadata_sha))
 
 
-def _describe_draft(dep: Mapping[str, Any]) -> dict[str, Any]:
+def _real_doi(doi: Any, production: bool) -> str | None:
+    """A DOI Zenodo reported, if it names this endpoint's record: on the sandbox, one with
+    the production prefix does not (the legacy serializer writes 10.5281 everywhere)."""
+    if not doi:
+        return None
+    if not production and str(doi).startswith(PRODUCTION_DOI_PREFIX):
+        return None
+    return str(doi)
+
+
+def _describe_draft(dep: Mapping[str, Any], production: bool) -> dict[str, Any]:
     reserved = ((dep.get("metadata") or {}).get("prereserve_doi") or {}).get("doi")
-    return {"id": dep["id"], "bucket": dep["links"]["bucket"],
-            "html": dep["links"].get("html", ""), "reserved_doi": reserved,
-            "conceptrecid": dep.get("conceptrecid")}
+    described = {"id": dep["id"], "bucket": dep["links"]["bucket"],
+                 "html": dep["links"].get("html", ""),
+                 "reserved_doi": _real_doi(reserved, production),
+                 "conceptrecid": dep.get("conceptrecid")}
+    if reserved and described["reserved_doi"] is None:
+        described["sandbox_reserved_doi"] = reserved  # as reported; resolves to nothing
+    return described
+
+
+def _draft_id(url: str) -> int | str:
+    """The deposition id at the end of a ``.../deposit/depositions/<id>`` link."""
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else last
 
 
 def _remote_files(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -156,10 +189,13 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
         return found
 
     def _record_published(self, dep: Mapping[str, Any], metadata_sha: str | None) -> None:
+        doi = _real_doi(dep.get("doi"), self.production)
         version = {
-            "id": dep["id"], "record_id": dep.get("record_id"), "doi": dep.get("doi"),
-            "conceptrecid": dep.get("conceptrecid"), "conceptdoi": dep.get("conceptdoi"),
-            "url": dep.get("doi_url") or dep.get("record_url") or dep["links"].get("html", ""),
+            "id": dep["id"], "record_id": dep.get("record_id"), "doi": doi,
+            "conceptrecid": dep.get("conceptrecid"),
+            "conceptdoi": _real_doi(dep.get("conceptdoi"), self.production),
+            "url": (dep.get("doi_url") if doi else None) or dep.get("record_url")
+            or dep["links"].get("record_html") or dep["links"].get("html", ""),
             "published": utc_now(),
             "fingerprint": fingerprint({k: v["md5"] for k, v in _remote_files(dep).items()},
                                        metadata_sha),
@@ -183,7 +219,7 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
             if created is not None:
                 log.info("Zenodo: the lost creation did happen: adopting draft %s",
                          created["id"])
-                self.section["draft"] = _describe_draft(created)
+                self.section["draft"] = _describe_draft(created, self.production)
                 self.section["files"] = {}
             else:
                 log.info("Zenodo: the lost creation did not happen")
@@ -213,6 +249,9 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
                 self._record_published(dep, None)
                 self._save()
             else:
+                if not s["draft"].get("bucket"):  # recorded before the draft was read
+                    s["draft"] = _describe_draft(dep, self.production)
+                    self._save()
                 return dep
         latest = s.get("latest")
         if latest is None and self.new_version_of is not None:
@@ -229,7 +268,7 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
                 log.info("Zenodo: version %s (DOI %s) already holds exactly these files and "
                          "metadata: nothing to do", latest["id"], latest.get("doi"))
                 return None
-            return self._new_version(latest["id"])
+            return self._new_version(latest)
         return self._create()
 
     def _create(self) -> dict[str, Any]:
@@ -239,26 +278,82 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
             dep = self.client.json("POST", DEPOSITIONS, expect=(201,),
                                    body=Body(json={"metadata": self.metadata}),
                                    what="create the deposition")
-        self.section["draft"] = _describe_draft(dep)
+        self.section["draft"] = _describe_draft(dep, self.production)
         self.section["files"] = {}
         self.state.settle(self.endpoint)
         self.changed = True
         log.info("Zenodo: created draft %s", dep["id"])
         return dep
 
-    def _new_version(self, latest_id: int) -> dict[str, Any]:
-        # Zenodo: "calling new version action multiple times will have no effect, as long
-        # as the resulting new version deposit from the first call is not published or
-        # deleted", so repeating it is safe.
-        dep = self.client.json("POST", f"{DEPOSITIONS}/{latest_id}/actions/newversion",
-                               expect=(201,), idempotent=True, what="open a new version")
-        draft = self.client.json("GET", dep["links"]["latest_draft"], what="the new version")
+    def _version_draft(self, latest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The unpublished new version of ``latest``'s concept record, if one exists."""
+        concept = latest.get("conceptrecid")
+        if concept is None:  # recorded by an older pubflow: ask
+            dep = self._get(latest["id"], "the latest version's concept record")
+            concept = (dep or {}).get("conceptrecid")
+        if concept is None:
+            return None
+        found = [d for d in self._drafts()
+                 if not d.get("submitted") and str(d.get("conceptrecid")) == str(concept)
+                 and d["id"] != latest["id"]]
+        if len(found) > 1:  # Zenodo keeps one per concept record; never guess between them
+            raise PubflowError(
+                f"Zenodo: several unpublished new versions of concept record {concept} "
+                f"({', '.join(str(d['id']) for d in found)}): discard all but one in Zenodo's "
+                "web interface, then re-run", path=self.state.path)
+        return found[0] if found else None
+
+    def _adopt(self, draft: Mapping[str, Any], latest_id: int) -> dict[str, Any]:
         if draft.get("submitted"):
             raise PubflowError(f"Zenodo: no new version draft was opened for {latest_id}")
-        self.section["draft"] = _describe_draft(draft)
+        self.section["draft"] = _describe_draft(draft, self.production)
         self.section["files"] = {}
         self._save()
         self.changed = True
+        return dict(draft)
+
+    def _new_version(self, latest: Mapping[str, Any]) -> dict[str, Any]:
+        """The draft of the next version of ``latest``: the existing one, else a new one.
+
+        Asking for a new version is never repeated blindly: with a draft in place, Zenodo
+        hands it back but imports the previous files into it again, and refuses that (400
+        "Please remove all files first.") as soon as the draft holds any file.
+        """
+        latest_id = latest["id"]
+        existing = self._version_draft(latest)
+        if existing is not None:
+            log.info("Zenodo: resuming new version %s of %s (opened by an earlier run)",
+                     existing["id"], latest_id)
+            return self._adopt(existing, latest_id)
+        try:
+            answer = self.client.json("POST", f"{DEPOSITIONS}/{latest_id}/actions/newversion",
+                                      expect=(201,), idempotent=False,
+                                      what="open a new version")
+        except PermanentHttpError as err:
+            if err.status != 400 or "remove all files" not in str(err).lower():
+                raise
+            # the draft exists although the listing did not show it (its search index lags)
+            existing = self._version_draft(latest)
+            if existing is None:
+                raise PubflowError(
+                    f"Zenodo: a new version of {latest_id} is already open, but it is not "
+                    "listed among the drafts yet; re-run in a minute") from None
+            return self._adopt(existing, latest_id)
+        url = (answer.get("links") or {}).get("latest_draft") or (answer.get("links") or {}).get(
+            "self", "")
+        draft_id = _draft_id(url) if url else answer["id"]
+        if draft_id == answer.get("id") and not answer.get("submitted"):
+            # zenodo-rdm answers with the draft itself: nothing more to ask
+            draft = self._adopt(answer, latest_id)
+        else:
+            # the answer describes the old version: record the draft's id before asking for it
+            self.section["draft"] = {"id": draft_id, "bucket": None, "html": "",
+                                     "reserved_doi": None,
+                                     "conceptrecid": latest.get("conceptrecid")}
+            self.section["files"] = {}
+            self._save()
+            draft = self._adopt(self.client.json("GET", url, what="the new version"),
+                                latest_id)
         log.info("Zenodo: opened new version %s of %s", draft["id"], latest_id)
         return draft
 
@@ -379,7 +474,7 @@ def plan_steps(
     if draft:
         steps.append(Step("resume-draft", "GET", f"{api}/{draft['id']}",
                           note="the draft recorded in the state file"))
-        dep_id, bucket = str(draft["id"]), draft["bucket"]
+        dep_id, bucket = str(draft["id"]), draft.get("bucket") or "{links.bucket}"
         inherited = {k: v["md5"] for k, v in section.get("files", {}).items()}
     elif latest or new_version_of:
         latest_id = latest["id"] if latest else new_version_of
@@ -390,9 +485,12 @@ def plan_steps(
         if not latest:
             steps.append(Step("find-version", "GET", f"{api}/{latest_id}",
                               note="--new-version-of: must be published"))
+        steps.append(Step("find-version-draft", "GET", f"{api}?status=draft",
+                          note="an unpublished new version of the concept record (an earlier "
+                               "run's) is resumed instead of asking for another"))
         steps.append(Step("new-version", "POST", f"{api}/{latest_id}/actions/newversion",
-                          note="a new version of the same concept record, never a new record"))
-        steps.append(Step("open-draft", "GET", "{links.latest_draft}"))
+                          note="a new version of the same concept record, never a new record; "
+                               "the answer is the draft, holding the previous files"))
         dep_id, bucket = "{id}", "{links.bucket}"
         inherited = dict((latest or {}).get("fingerprint", {}).get("files", {}))
         for name in sorted(set(inherited) - set(local)):
@@ -465,8 +563,10 @@ def main(args: argparse.Namespace) -> None:
         datasets = config.get("Datasets")
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
         # the config and manifest travel inside the workflow archive: they too must be the
-        # validated ones
-        check_gate(opts.report, [*files.values(), *workflow_inputs])
+        # validated ones. Every output must be vouched for, but the record of the run, which
+        # describes the validation too and so is written after it
+        check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True,
+                   exempt=[f for n, f in files.items() if n == "ro-crate-metadata.json"])
         state = State(opts.state_path, "zenodo", redactor)
         found = links.discover(opts.publish_root, production=opts.production,
                                hepdata=args.hepdata_url, code=args.code_url)

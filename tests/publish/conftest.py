@@ -41,6 +41,8 @@ HEPDATA_PASSWORD = "hd-pass-5e6f7a8b9c0d1e2f"
 HEPDATA_COOKIE = "hd-cookie-0a1b2c3d4e5f6a7b"
 HEPDATA_EMAIL = "uploader@example.org"
 SECRETS = (ZENODO_TOKEN, CAP_TOKEN, HEPDATA_PASSWORD, HEPDATA_COOKIE)
+#: The test repository's CADI line (CAP's pattern; the bundled open-data analysis has none).
+CADI_ID = "TST-26-001"
 ENV = {"ZENODO_TOKEN": ZENODO_TOKEN, "CAP_ACCESS_TOKEN": CAP_TOKEN,
        "HEPDATA_PASSWORD": HEPDATA_PASSWORD, "HEPDATA_INVITATION_COOKIE": HEPDATA_COOKIE,
        "HEPDATA_EMAIL": HEPDATA_EMAIL}
@@ -85,10 +87,13 @@ REPORTED = ["results/config.json", "inputs/datasets.yaml", "results/model/worksp
 
 
 def write_report(root: Path, valid: bool = True) -> None:
-    """A validation report like steps.validate's, vouching for the current files."""
+    """A validation report like steps.validate's, vouching for the current files: the
+    inputs, the likelihood, the archive and every fit result and figure (``--outputs``)."""
+    outputs = sorted(str(p.relative_to(root)) for p in (root / "results" / "fit").rglob("*")
+                     if p.suffix in (".json", ".png", ".pdf"))
     checks = [{"artefact": name, "messages": [], "summary": "", "tool": "test",
                "valid": True, "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest()}
-              for name in REPORTED]
+              for name in [*REPORTED, *outputs]]
     report = root / "results" / "validation" / "report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"valid": valid, "checks": checks}, indent=2) + "\n")
@@ -115,8 +120,10 @@ def make_repo(root: Path) -> Path:
         (root / "inputs").mkdir(exist_ok=True)
         shutil.copyfile(REPO / "inputs" / name, root / "inputs" / name)
     # the config the run read, as rule config writes it
-    (root / "results" / "config.json").write_text(json.dumps(steps.layout.resolve(
-        steps.layout.load_yaml(REPO / "inputs" / "pubflow.yaml"), base=REPO), indent=2))
+    config = steps.layout.resolve(steps.layout.load_yaml(REPO / "inputs" / "pubflow.yaml"),
+                                  base=REPO)
+    config["Publication"]["CadiId"] = CADI_ID  # a CAP upload needs one (the bundled has none)
+    (root / "results" / "config.json").write_text(json.dumps(config, indent=2))
     write_archive(root / "results/hepdata/submission.tar.gz")
     write_report(root)
     return root

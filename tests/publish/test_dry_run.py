@@ -14,7 +14,7 @@ import pytest
 from steps.config import validate
 from steps.publish.bundle import digests
 
-from .conftest import ENV, REPO, SECRETS, net
+from .conftest import ENV, REPO, SECRETS, net, write_report
 
 TARGETS = ("hepdata", "zenodo", "cap")
 
@@ -98,12 +98,13 @@ def test_plan_after_publication_shows_a_new_version(repo, zenodo, publish):
     plan = json.loads((repo / "results/publish/zenodo/bundle/plan.json").read_text())
     assert plan["requests"] == [] and "already holds exactly these files" in plan["notes"][0]
     (repo / "results/fit/results.json").write_text('{"mu": 2}')
+    write_report(repo)  # the workflow validates what it made
     assert publish(*args).rc == 0
     plan = json.loads((repo / "results/publish/zenodo/bundle/plan.json").read_text())
     steps = [s["step"] for s in plan["requests"]]
     assert steps[:2] == ["new-version", "open-draft"] and "create" not in steps
     assert [s["url"].rsplit("/", 1)[-1] for s in plan["requests"] if s["step"] == "upload"] == [
-        "fit-results.json"]
+        "fit-results.json", "validation-report.json"]  # the report vouches for the new one
 
 
 def test_refuses_to_publish_zenodo_for_real_without_the_hepdata_link(repo, publish):

@@ -43,6 +43,7 @@ def _sha256(path: Path) -> str:
 def _change_results(repo: Path) -> None:
     (repo / "results/fit/results.json").write_text('{"mu": 1.05}')
     (repo / "results/fit/figures/brazil.png").unlink()
+    write_report(repo)  # the workflow validates what it made
 
 
 def _change_archive(repo: Path) -> None:
@@ -105,11 +106,13 @@ class Flow:
 FLOWS = {
     # list drafts, create, 6 uploads, metadata, check files, publish
     "zenodo": Flow("zenodo", ("zenodo", "--upload", "--publish"), 11, None, _zenodo_once),
-    # newversion, open the draft, 2 removals, 1 upload, metadata, check files, publish
-    "zenodo-new-version": Flow("zenodo", ("zenodo", "--upload", "--publish"), 8,
+    # list drafts, newversion (answered with the draft), 3 removals, 2 uploads (the results
+    # and the report that vouches for them), metadata, check files, publish
+    "zenodo-new-version": Flow("zenodo", ("zenodo", "--upload", "--publish"), 10,
                                _change_results, _zenodo_twice),
     "hepdata": Flow("hepdata", ("hepdata", "--upload"), 1, None, _hepdata_one),
-    "hepdata-revision": Flow("hepdata", ("hepdata", "--upload"), 1, _change_archive,
+    # the record's status page, then the upload
+    "hepdata-revision": Flow("hepdata", ("hepdata", "--upload"), 2, _change_archive,
                              _hepdata_one),
     # schemas, list drafts, create, 2 uploads, metadata patch, check, publish
     "cap": Flow("cap", ("cap", "--upload", "--publish"), 8, None, _cap(1), after=1),

@@ -31,9 +31,27 @@ from .conftest import REPORTED, write_report
 
 
 def test_gate_passes_and_checks_digests(repo):
-    result = check_gate("results/validation/report.json",
-                        ["results/hepdata/submission.tar.gz", "results/fit/results.json"])
-    assert list(result.verified) == ["results/hepdata/submission.tar.gz"]  # listed ones only
+    (repo / "results/provenance").mkdir(parents=True)
+    (repo / "results/provenance/ro-crate-metadata.json").write_text("{}")
+    files = ["results/hepdata/submission.tar.gz", "results/fit/results.json",
+             "results/provenance/ro-crate-metadata.json"]
+    result = check_gate("results/validation/report.json", files)
+    assert list(result.verified) == files[:2]  # listed ones only
+
+
+def test_complete_gate_refuses_a_file_nothing_vouches_for(repo):
+    """Every published file must be in the report, but the report itself and the exempt."""
+    (repo / "results/provenance").mkdir(parents=True)
+    crate = repo / "results/provenance/ro-crate-metadata.json"
+    crate.write_text("{}")
+    report = "results/validation/report.json"
+    files = ["results/hepdata/submission.tar.gz", "results/fit/results.json", report]
+    assert list(check_gate(report, files, complete=True).verified) == files[:2]
+    with pytest.raises(PubflowError, match=r"ro-crate-metadata\.json: not in the validation "
+                                           r"report, so nothing vouches for it"):
+        check_gate(report, [*files, crate], complete=True)
+    assert list(check_gate(report, [*files, crate], complete=True, exempt=[crate]).verified
+                ) == files[:2]
 
 
 def test_gate_without_report(repo):
@@ -130,8 +148,9 @@ def test_cap_metadata_merges_experiment_fields(config):
                         extra={"basic_info": {"analysis_number": "SMP-10-002"}})
     assert meta["basic_info"]["analysis_number"] == "SMP-10-002"
     assert meta["basic_info"]["abstract"].startswith("The dimuon")
-    [doc] = meta["additional_resources"]["documentations"]
-    assert doc["url"] == "https://doi.org/10.5072/zenodo.1" and "reserved" in doc["comment"]
+    resources = meta["additional_resources"]
+    assert resources["documentations"] == ["https://doi.org/10.5072/zenodo.1"]
+    assert "https://doi.org/10.5072/zenodo.1: Zenodo deposit (reserved" in resources["comments"]
 
 
 # -- state ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 # Publication bundles: what each archive would receive, and the request plan, as dry runs.
 # Never part of the default target: `snakemake --cores all publish`. Real uploads are a
 # separate, deliberate command with credentials (see README, "Publishing"):
-#   python -m steps.publish {hepdata,zenodo,cap} --upload [--production] [--publish]
+#   python -m steps.publish {hepdata,zenodo,cap,inveniordm} --upload [--production] [--publish]
 
 
 rule publish_hepdata:
