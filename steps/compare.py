@@ -5,6 +5,9 @@ yield and bin contents (``histograms/Dimuon_Data/bin[12]``), the pyhf workspace 
 as digests after sorting (``model/workspace_sha256_sorted``), every fitted value
 (``fit/mu``, ``fit/parameters/lumi/bestfit``), every limit (``limits/mass_70/observed``) and,
 against a HEPData record, every number of every table (``hepdata/Event yields/...``).
+Each part of a HEPData quantity's name (table, column header, row, uncertainty label) is
+free text written by an analyst: a ``/`` in it is written ``%2F`` (and ``%`` as ``%25``), so
+that ``/`` only ever separates the parts (``hepdata/Table 3/1%2FSIG * D(SIG)%2FDPT/0-25``).
 
 The reference is either a previous run checked into the repository (``inputs/reference/``,
 written by :func:`write_reference`) or a HEPData record pulled through HEPData's public API
@@ -351,12 +354,26 @@ def submission_tables(folder: str | Path) -> dict[str, dict[str, Any]]:
     return tables
 
 
+def name_part(text: str) -> str:
+    """One part of a quantity's name, with ``/`` (and ``%``) percent-encoded.
+
+    >>> name_part("sigma / pb")
+    'sigma %2F pb'
+    >>> name_part("100% CL")
+    '100%25 CL'
+    """
+    return str(text).replace("%", "%25").replace("/", "%2F")
+
+
 def _row_label(independent: Sequence[Mapping[str, Any]], i: int) -> tuple[str, tuple[float, ...]]:
     """A table row's label (``60-62.5``, ``70``, ``Zmumu``) and its x for plotting."""
     parts: list[str] = []
     x: tuple[float, ...] = (float(i),)
     for n, variable in enumerate(independent):
-        point = variable["values"][i]
+        values = variable.get("values", [])
+        if i >= len(values):
+            continue
+        point = values[i]
         if "low" in point and "high" in point:
             low, high = _number(point["low"]), _number(point["high"])
             parts.append(f"{low:g}-{high:g}" if isinstance(low, float) and isinstance(high, float)
@@ -398,17 +415,17 @@ def hepdata_snapshot(tables: Mapping[str, Mapping[str, Any]]) -> Snapshot:
         for i in range(n_rows):
             row, x = _row_label(independent, i) if independent else (str(i), (float(i),))
             sigma = _row_sigma(dependent, i)
-            for variable in dependent:
+            for column, variable in enumerate(dependent):
                 values = variable.get("values", [])
                 if i >= len(values):
                     continue
-                header = variable["header"]["name"]
-                base = f"hepdata/{table_name}/{header}/{row}"
+                header = str((variable.get("header") or {}).get("name", f"column{column}"))
+                figure = f"hepdata/{name_part(table_name)}"
+                base = f"{figure}/{name_part(header)}/{name_part(row)}"
                 point = values[i]
-                _add(out, Quantity(base, _number(point.get("value")), f"hepdata/{table_name}",
-                                   header, x, sigma))
+                _add(out, Quantity(base, _number(point.get("value")), figure, header, x, sigma))
                 for j, error in enumerate(point.get("errors", []) or []):
-                    label = error.get("label") or f"error{j}"
+                    label = name_part(str(error.get("label") or f"error{j}"))
                     if "symerror" in error:
                         _add(out, Quantity(f"{base}/{label}", _number(error["symerror"]),
                                            scale=sigma))
@@ -471,18 +488,35 @@ class HepdataRecord:
 
     Attributes:
         url: The record's JSON address that was read.
-        version: The record version whose tables these are.
+        version: The record version whose tables these are (the one HEPData served).
         tables: ``{table name: table content}`` (HEPData's YAML table format).
-        metadata: What the record says about itself (title, DOI, INSPIRE id).
+        metadata: What the record says about itself (title, DOI, INSPIRE id, versions).
+        table_urls: ``{table name: the address it was read from}``.
     """
 
     url: str
     version: int | None
     tables: dict[str, dict[str, Any]]
     metadata: dict[str, Any] = field(default_factory=dict)
+    table_urls: dict[str, str] = field(default_factory=dict)
 
 
-def _get(session: Any, url: str, timeout: float) -> Any:
+def _is_html(response: Any) -> bool:
+    """HEPData's error pages (``display_error``, the "processing" page) are HTML served
+    with status 200: recognise them by their type or their first characters."""
+    kind = str(response.headers.get("Content-Type", "")).lower()
+    start = response.text.lstrip()[:100].lower()
+    return "html" in kind or start.startswith(("<!doctype html", "<html"))
+
+
+def _html_message(text: str) -> str:
+    """The words of an HTML error page, briefly (its title and first lines)."""
+    words = " ".join(re.sub(r"<[^>]*>", " ", re.sub(
+        r"(?is)<(script|style|head)\b.*?</\1>", " ", text)).split())
+    return (words[:160] + "...") if len(words) > 160 else words
+
+
+def _get(session: Any, url: str, timeout: float, what: str) -> Any:
     import requests
 
     last: Exception | None = None
@@ -496,23 +530,56 @@ def _get(session: Any, url: str, timeout: float) -> Any:
             last = RuntimeError(f"HTTP {response.status_code}")
             continue
         if response.status_code != 200:
-            raise PubflowError(f"HEPData answered HTTP {response.status_code}", path=url)
+            raise PubflowError(f"HEPData answered HTTP {response.status_code} for {what}",
+                               path=url)
+        if _is_html(response):
+            said = _html_message(response.text)
+            raise PubflowError(f"HEPData answered with an HTML page, not {what}"
+                               + (f" (the page says: {said})" if said else ""), path=url)
         return response
     raise PubflowError(f"HEPData unreachable ({one_line(last or RuntimeError('?'))})", path=url)
 
 
+def _table_path(name: str) -> str:
+    """A table name as a path of HEPData's ``/download/table/<id>/<path:table_name>/...``
+    routes: percent-encoded except ``/`` (HEPData's own links leave ``/`` as it is and
+    escape ``%`` as ``%25`` and ``\\`` as ``%5C``; ``quote`` does that and more)."""
+    return quote(name, safe="/")
+
+
+def _table_owner(entry: Mapping[str, Any], body: Mapping[str, Any], record: RecordId) -> str:
+    """``ins<id>`` or the record id under which HEPData files a table's downloads.
+
+    Taken from the table's own link when it has one, else as HEPData's ``process_ctx`` makes
+    it: ``ins<inspire_id>`` for a finished record with an INSPIRE id, else its record id.
+    """
+    link = (entry.get("data") or {}).get("yaml") if isinstance(entry.get("data"), dict) else None
+    if isinstance(link, str):
+        match = re.search(r"/download/table/(ins\d+|\d+)/", link)
+        if match:
+            return match.group(1)
+    meta = body.get("record") if isinstance(body.get("record"), dict) else {}
+    if body.get("status") == "finished" and meta.get("inspire_id"):
+        return f"ins{meta['inspire_id']}"
+    return str(meta.get("recid") or body.get("recid") or record.path)
+
+
 def fetch_record(identifier: str, base_url: str = HEPDATA_SITE, version: int | None = None,
                  timeout: float = 60) -> HepdataRecord:
-    """Pull a record's tables through HEPData's public API.
+    """Pull a record's tables, of one version, through HEPData's public API.
 
-    ``GET <site>/record/<id>?format=json[&version=N]`` gives the record and its
-    ``data_tables`` (each with ``name`` and, under ``data``, the download addresses per
-    format); each table is then read as YAML from its ``data.yaml`` address or, failing that,
-    from ``<site>/record/<id>?format=yaml&table=<name>&version=N`` (which HEPData redirects to
-    ``/download/table/<id>/<name>/<version>/yaml``).
+    ``GET <site>/record/<id>?format=json[&version=N]`` gives the record of that version
+    (the latest if none is named) with its ``version``, ``version_count`` and
+    ``data_tables``. HEPData's download links in ``data_tables`` name no version (they serve
+    the latest) and name the site HEPData is configured with (www.hepdata.net), so they are
+    not followed as they are: each table is read from
+    ``<site>/download/table/<ins<id> or recid>/<table name>/<version>/yaml``, HEPData's
+    versioned download route, on the site asked for (a mirror given as ``base_url`` too).
 
     Raises:
-        PubflowError: If the record or a table cannot be read.
+        PubflowError: If the record or a table cannot be read, HEPData answers with an HTML
+            page (an unknown table, a record still processing), or it serves another
+            version than the one asked for.
     """
     import requests
 
@@ -526,33 +593,49 @@ def fetch_record(identifier: str, base_url: str = HEPDATA_SITE, version: int | N
     with requests.Session() as session:
         session.headers["User-Agent"] = _USER_AGENT
         try:
-            body = _get(session, url, timeout).json()
+            body = _get(session, url, timeout, "the record's JSON").json()
         except ValueError:
             raise PubflowError("HEPData did not answer with JSON", path=url) from None
+        if not isinstance(body, dict):
+            raise PubflowError("HEPData's answer is not a record", path=url)
         tables_meta = body.get("data_tables")
         if not isinstance(tables_meta, list):
             raise PubflowError("no data_tables in the record (is it finished and public?)",
-                               path=url)
-        version = int(body.get("version", version or 1))
+                               path=url, key="data_tables")
+        served = body.get("version")
+        if isinstance(served, bool) or not isinstance(served, int):
+            raise PubflowError(f"the record names no version ({served!r})", path=url,
+                               key="version")
+        if version is not None and served != version:
+            raise PubflowError(f"version {version} was asked for, HEPData served version "
+                               f"{served}", path=url, key="version")
         tables: dict[str, dict[str, Any]] = {}
-        for entry in tables_meta:
-            name = entry["name"]
-            table_url = (entry.get("data") or {}).get("yaml") or (
-                f"{site}/record/{quote(record.path, safe='')}?"
-                + urlencode({"format": "yaml", "table": name, "version": version}))
+        table_urls: dict[str, str] = {}
+        for n, entry in enumerate(tables_meta):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name:
+                raise PubflowError("a table without a name", path=url, key=f"data_tables[{n}]")
+            table_url = (f"{site}/download/table/{_table_owner(entry, body, record)}/"
+                         f"{_table_path(name)}/{served}/yaml")
+            what = f"table {name!r} of version {served} (is it in this version?)"
             try:
-                content = yaml.safe_load(_get(session, table_url, timeout).text)
+                content = yaml.safe_load(_get(session, table_url, timeout, what).text)
             except yaml.YAMLError as err:
                 raise PubflowError(f"table {name!r} is not YAML ({one_line(err)})",
                                    path=table_url) from None
             if not isinstance(content, dict) or "dependent_variables" not in content:
                 raise PubflowError(f"table {name!r} has no dependent_variables", path=table_url)
             tables[name] = content
+            table_urls[name] = table_url
     meta_record = body.get("record", {}) if isinstance(body.get("record"), dict) else {}
     metadata = {k: meta_record[k] for k in ("title", "inspire_id", "hepdata_doi", "doi")
                 if k in meta_record}
-    log.info("HEPData record %s version %s: %d tables", record.path, version, len(tables))
-    return HepdataRecord(url=url, version=version, tables=tables, metadata=metadata)
+    if isinstance(body.get("version_count"), int):
+        metadata["version_count"] = body["version_count"]
+    metadata["version_asked"] = version if version is not None else "latest"
+    log.info("HEPData record %s version %s: %d tables", record.path, served, len(tables))
+    return HepdataRecord(url=url, version=served, tables=tables, metadata=metadata,
+                         table_urls=table_urls)
 
 
 # -- tolerances ---------------------------------------------------------------------------------
@@ -603,6 +686,13 @@ def load_tolerances(path: str | Path) -> Tolerances:
         PubflowError: Naming the file and key of a missing file or a malformed rule.
     """
     spec = load_yaml(path)
+    rules_spec = spec.get("rules") if isinstance(spec, dict) else None
+    for i, rule in enumerate(rules_spec if isinstance(rules_spec, list) else []):
+        for key in ("tolerance", "floor"):  # the schema refuses them too, in its own words
+            value = rule.get(key) if isinstance(rule, dict) else None
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PubflowError(f"{value} is not a tolerance: give a finite number, at "
+                                   "least 0", path=path, key=f"rules[{i}].{key}")
     validate(spec, "tolerances", path)
     rules = tuple(Rule(match=r["match"], mode=r["mode"], tolerance=float(r.get("tolerance", 0)),
                        floor=float(r.get("floor", 0)), why=r.get("why", ""))
@@ -653,6 +743,10 @@ def _vector_note(ref: tuple[float, ...], new: tuple[float, ...]) -> str:
     return f"first difference at index {first}: {ref[first]:g} became {new[first]:g}"
 
 
+def _non_finite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("+infinity" if value > 0 else "-infinity")
+
+
 def judge(name: str, ref: Quantity, new: Quantity, rule: Rule) -> Result:
     """Compare one quantity present on both sides under ``rule``."""
     a, b = ref.value, new.value
@@ -675,6 +769,11 @@ def judge(name: str, ref: Quantity, new: Quantity, rule: Rule) -> Result:
             allowed = rule.floor
             note = "no sigma known for this quantity: only the floor is allowed"
         ok = math.isfinite(difference) and abs(difference) <= allowed
+        if not (math.isfinite(a) and math.isfinite(b)):
+            note = "; ".join(filter(None, [
+                *(f"the {side} value is {_non_finite(v)}"
+                  for side, v in (("reference", a), ("new", b)) if not math.isfinite(v)),
+                note]))
         return Result(name, a, b, difference, allowed, rule, "within" if ok else "failed",
                       note, figure)
     if a == b:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,40 @@ from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_input_json, write_json
 
 log = logging.getLogger(__name__)
+
+
+def _significance(model: Any, data: Any, result: Any) -> dict[str, float]:
+    """cabinetry's discovery significance, with ``Z = sqrt(q0)`` where it is infinite.
+
+    cabinetry turns the asymptotic p-value into Z by ``Φ^-1(1 - p)``; beyond Z ≈ 37.5 the
+    p-value underflows to 0 and Z to infinity, which no JSON reader takes. The asymptotic
+    formula it inverts is ``p = 1 - Φ(sqrt(q0))`` (Cowan et al., EPJC 71 (2011) 1554), so
+    ``sqrt(q0)`` is the same Z, without the underflow: on the data, and (expected) on the
+    Asimov dataset of POI = 1, as pyhf's ``hypotest(0, ..., test_stat="q0")`` builds it.
+    """
+    observed = float(result.observed_significance)
+    expected = float(result.expected_significance)
+    if not (math.isfinite(observed) and math.isfinite(expected)):
+        import pyhf
+
+        init = model.config.suggested_init()
+        bounds = model.config.suggested_bounds()
+        fixed = model.config.suggested_fixed()
+
+        def z(dataset: Any) -> float:
+            q0 = pyhf.infer.test_statistics.q0(0.0, dataset, model, init, bounds, fixed)
+            return math.sqrt(max(float(q0), 0.0))
+
+        if not math.isfinite(observed):
+            observed = z(data)
+        if not math.isfinite(expected):
+            asimov = pyhf.infer.calculators.generate_asimov_data(
+                1.0, data, model, init, bounds, fixed)
+            expected = z(asimov)
+        log.info("discovery significance beyond float64 p-values: Z = sqrt(q0) = %.1f "
+                 "(expected %.1f)", observed, expected)
+    return {"observed": observed, "expected": expected,
+            "observed_p_value": float(result.observed_p_value)}
 
 
 def _save_figure(fig: Any, png: Path) -> None:
@@ -112,9 +147,7 @@ def mle(config: dict[str, Any], workspace_path: str, output: str, figures: str
             {"name": name, "bestfit": float(b), "uncertainty": float(u)}
             for name, b, u in zip(fit.labels, fit.bestfit, fit.uncertainty, strict=True)
         ],
-        "significance": {"observed": float(significance.observed_significance),
-                         "expected": float(significance.expected_significance),
-                         "observed_p_value": float(significance.observed_p_value)},
+        "significance": _significance(model, data, significance),
         "regions": regions,
     }
     write_json(output, results)

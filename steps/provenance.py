@@ -1,9 +1,14 @@
 """provenance: a Workflow Run RO-Crate of one run: code, environment, inputs, outputs, times.
 
-Written with every ``python -m steps.reproduce`` run to
-``<workspace>/results/provenance/ro-crate-metadata.json`` (and by hand, for a plain
-``snakemake`` run, with ``python -m steps.provenance``). It records, with the ``rocrate``
-library, in the terms of the Workflow Run Crate profile 0.6 (RO-Crate 1.3):
+Written with every ``python -m steps.reproduce`` run to ``<workspace>/ro-crate-metadata.json``
+(and by hand, for a plain ``snakemake`` run, with ``python -m steps.provenance``): the run's
+workspace (the directory holding ``Snakefile``, ``inputs/``, ``results/`` and ``logs/``) is the
+crate's root and payload, and the ``@id`` of every file is its path relative to it. It is an
+RO-Crate 1.1 (the version the Workflow Run Crate profiles 0.5 build on), made with the
+``rocrate`` library, conforming to Workflow RO-Crate 1.0 and the Process and Workflow Run Crate
+profiles 0.5, and to the Provenance Run Crate profile 0.5 when Snakemake's per-job records
+(``.snakemake/metadata``) are in the workspace (a local run; REANA keeps them on the cluster).
+It records:
 
 * the workflow (``Snakefile``, the main entity) with the git commit and remote of the source
   checkout, read from ``.git`` without running git (or ``GITHUB_SHA``/``CI_COMMIT_SHA``);
@@ -11,13 +16,13 @@ library, in the terms of the Workflow Run Crate profile 0.6 (RO-Crate 1.3):
   input (the files the run's workspace was staged with) and every output (all of
   ``results/``) with size and sha256, the container images with their registry digests when
   the run used containers (REANA), and the ``SOURCE_DATE_EPOCH`` that pins ROOT timestamps;
+* with the engine's records, one ``CreateAction`` per job (rule, times, inputs, outputs and
+  log, command), each orchestrated by a ``ControlAction`` of the rule's ``HowToStep``;
 * the exact version of every Python package of the environment (``softwareRequirements``),
   and the engine that ran it (Snakemake, or REANA through reana-client) in an
-  ``OrganizeAction``.
+  ``OrganizeAction``; the authors and their organisation (``Publication.Authors``).
 
-The ``@id`` of every file is its path relative to the run's workspace (the directory holding
-``results/`` and ``inputs/``): a bundle that puts this file at its root beside those folders is
-an attached RO-Crate as it stands.
+The suite checks it with the RO-Crate validator (``tests/test_rocrate_validator.py``).
 
 Hashing is cheap: each file is read at most once per process (:class:`Hasher`), and digests
 the run itself established are re-used: the dataset manifest's sha256 of every input the
@@ -28,6 +33,9 @@ validated (when the file has not changed since).
 from __future__ import annotations
 
 import argparse
+import ast
+import base64
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -52,15 +60,27 @@ from steps.io import atomic_path, sha256sum
 
 log = logging.getLogger(__name__)
 
-CRATE_DIR = Path("results") / "provenance"
+#: The crate's metadata file, at the root of the workspace it describes (the crate's payload).
 CRATE_NAME = "ro-crate-metadata.json"
+#: Where earlier versions wrote it (a file there is not at the root of its payload).
+LEGACY_CRATE = Path("results") / "provenance" / CRATE_NAME
+README = "README.md"
+#: The RO-Crate version the Workflow Run Crate profiles 0.5 (and Workflow RO-Crate 1.0) build on.
+CRATE_VERSION = "1.1"
 WFRUN_CONTEXT = "https://w3id.org/ro/terms/workflow-run/context"
 PROFILES = {
-    "https://w3id.org/ro/wfrun/process/0.6": "Process Run Crate",
-    "https://w3id.org/ro/wfrun/workflow/0.6": "Workflow Run Crate",
+    "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",
+    "https://w3id.org/ro/wfrun/workflow/0.5": "Workflow Run Crate",
+    "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
 }
-#: Directories of a workspace that are neither inputs nor outputs of the workflow.
-NOT_INPUTS = ("results", "logs", ".snakemake", ".reana-download", ".git", "inputs/reference")
+#: Claimed only when the engine's per-job records are there (a local Snakemake run).
+PROVENANCE_PROFILE = "https://w3id.org/ro/wfrun/provenance/0.5"
+BIOSCHEMAS_WORKFLOW = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
+COMPLETED = "http://schema.org/CompletedActionStatus"
+FAILED = "http://schema.org/FailedActionStatus"
+#: Directories of a workspace that are neither inputs nor outputs of the workflow (and every
+#: hidden file or folder: .snakemake, .git, virtual environments, caches).
+NOT_INPUTS = ("results", "logs", "inputs/reference", CRATE_NAME, README)
 ENCODINGS = {".root": "application/x-root", ".npz": "application/x-npz",
              ".yaml": "application/yaml", ".smk": "text/x-snakemake", ".feature": "text/plain",
              ".md": "text/markdown", ".log": "text/plain", ".toml": "application/toml"}
@@ -303,9 +323,10 @@ def workspace_files(workspace: Path, under: str | None = None,
     out = []
     for path in sorted(top.rglob("*")):
         rel = path.relative_to(workspace).as_posix()
-        # Snakemake marks directory outputs with an empty .snakemake_timestamp: not a result
+        # hidden: .snakemake, .git, venvs, caches; Snakemake marks directory outputs with an
+        # empty .snakemake_timestamp: not a result either
         if not path.is_file() or "__pycache__" in path.parts or \
-                path.name == ".snakemake_timestamp":
+                any(part.startswith(".") for part in path.relative_to(workspace).parts):
             continue
         if any(rel == s or rel.startswith(s.rstrip("/") + "/") for s in skipped):
             continue
@@ -319,31 +340,132 @@ def input_files(workspace: Path) -> list[str]:
 
 
 def output_files(workspace: Path) -> list[str]:
-    """Every file under ``results/`` (this crate and the reproduce report excepted)."""
+    """Every file under ``results/`` (the reproduce report, and a crate left there by an
+    earlier version, excepted)."""
     return workspace_files(workspace, "results",
-                           exclude=(CRATE_DIR.as_posix(), "results/reproduce"))
+                           exclude=(LEGACY_CRATE.as_posix(), "results/reproduce"))
 
 
-def _encoding(rel: str) -> str | None:
+def _encoding(rel: str) -> str:
     if rel.endswith(".tar.gz"):
         return "application/gzip"
+    if Path(rel).name == "Snakefile":
+        return ENCODINGS[".smk"]
     suffix = Path(rel).suffix
-    return ENCODINGS.get(suffix) or mimetypes.guess_type(rel)[0]
+    return ENCODINGS.get(suffix) or mimetypes.guess_type(rel)[0] or "application/octet-stream"
+
+
+def _file_props(workspace: Path, rel: str, hasher: Hasher) -> dict[str, Any]:
+    path = workspace / rel
+    return {"contentSize": str(path.stat().st_size), "sha256": hasher.sha256(path),
+            "encodingFormat": _encoding(rel)}
 
 
 def _add_files(crate: Any, workspace: Path, names: Sequence[str], hasher: Hasher,
                extra: dict[str, Any] | None = None) -> list[Any]:
     entities = []
     for rel in names:
-        path = workspace / rel
-        props: dict[str, Any] = {"contentSize": str(path.stat().st_size),
-                                 "sha256": hasher.sha256(path)}
-        encoding = _encoding(rel)
-        if encoding:
-            props["encodingFormat"] = encoding
+        props = _file_props(workspace, rel, hasher)
         props.update(extra or {})
         entities.append(crate.add_file(source=None, dest_path=rel, properties=props))
     return entities
+
+
+@dataclass
+class Job:
+    """One job of a Snakemake run, as the engine recorded it in ``.snakemake/metadata``.
+
+    Attributes:
+        rule: The rule it ran.
+        started: When it started.
+        ended: When it ended.
+        inputs: Its input paths (workspace-relative; directories as such).
+        outputs: Its output paths.
+        logs: Its log files.
+        command: The shell command it ran.
+    """
+
+    rule: str
+    started: dt.datetime
+    ended: dt.datetime
+    inputs: list[str]
+    outputs: list[str]
+    logs: list[str]
+    command: str = ""
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):  # Snakemake 9 writes some lists as their Python repr
+        try:
+            value = ast.literal_eval(value) if value.startswith("[") else [value]
+        except (ValueError, SyntaxError):
+            value = [value]
+    return [str(v) for v in value or []]
+
+
+def snakemake_jobs(workspace: Path) -> list[Job]:
+    """The jobs of the last Snakemake run in ``workspace``, from its per-output records.
+
+    Snakemake keeps, for every output file, the rule, job hash, start and end time, inputs,
+    logs and shell command of the job that made it (``.snakemake/metadata/<base64 path>``);
+    outputs with the same rule, job hash and start time are one job. Incomplete records are
+    left out. Empty when there are no records (a REANA run: they stay on the cluster).
+    """
+    folder = workspace / ".snakemake" / "metadata"
+    jobs: dict[tuple[str, Any, float], Job] = {}
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if not path.is_file():
+            continue
+        try:
+            name = base64.urlsafe_b64decode(
+                "".join(path.relative_to(folder).parts).encode()).decode()
+            meta = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, OSError):
+            continue
+        if meta.get("incomplete") or not meta.get("rule") or not meta.get("starttime") \
+                or not meta.get("endtime"):
+            continue
+        key = (meta["rule"], meta.get("job_hash"), meta["starttime"])
+        job = jobs.get(key)
+        if job is None:
+            job = jobs[key] = Job(
+                rule=meta["rule"],
+                started=dt.datetime.fromtimestamp(int(meta["starttime"]), dt.UTC),
+                ended=dt.datetime.fromtimestamp(int(meta["endtime"]), dt.UTC),
+                inputs=_as_list(meta.get("input")), outputs=[], logs=_as_list(meta.get("log")),
+                command=str(meta.get("shellcmd") or ""))
+        job.outputs.append(name)
+    return sorted(jobs.values(), key=lambda j: (j.started, j.rule, sorted(j.outputs)))
+
+
+def _people(crate: Any, publication: dict[str, Any]) -> tuple[list[Any], Any | None]:
+    """The authors (``Person``) and the publisher (the first author's ``Organization``)."""
+    from rocrate.model.contextentity import ContextEntity
+
+    authors, publisher = [], None
+    for person in publication.get("Authors") or []:
+        orcid = person.get("ORCID")
+        ident = f"https://orcid.org/{orcid}" if orcid else \
+            "#person-" + re.sub(r"[^a-z0-9]+", "-", person["Name"].lower()).strip("-")
+        props: dict[str, Any] = {"@type": "Person", "name": person["Name"]}
+        affiliation = person.get("Affiliation")
+        if affiliation:
+            org_id = "#org-" + re.sub(r"[^a-z0-9]+", "-", affiliation.lower()).strip("-")
+            org = crate.get(org_id) or crate.add(ContextEntity(crate, org_id, properties={
+                "@type": "Organization", "name": affiliation}))
+            props["affiliation"] = org
+            publisher = publisher or org
+        authors.append(crate.add(ContextEntity(crate, ident, properties=props)))
+    return authors, publisher
+
+
+def _pypi(crate: Any, name: str, version: str) -> Any:
+    from rocrate.model.contextentity import ContextEntity
+
+    ident = f"https://pypi.org/project/{name}/{version}/"
+    return crate.get(ident) or crate.add(ContextEntity(crate, ident, properties={
+        "@type": "SoftwareApplication", "name": name, "softwareVersion": version,
+        "url": ident}))
 
 
 def build_crate(
@@ -357,8 +479,14 @@ def build_crate(
 ) -> Any:
     """The Workflow Run RO-Crate of ``run`` (a ``rocrate.rocrate.ROCrate``), not yet written.
 
+    RO-Crate 1.1 (the version the Workflow Run Crate profiles 0.5 build on), conforming to
+    Workflow RO-Crate 1.0 and the Process and Workflow Run Crate profiles 0.5, and to the
+    Provenance Run Crate profile 0.5 when Snakemake's per-job records are in the workspace
+    (one ``CreateAction`` per job, with a ``ControlAction`` for it and a ``HowToStep`` and
+    tool per rule).
+
     Args:
-        workspace: The run's workspace (``inputs/``, ``results/`` ...).
+        workspace: The run's workspace (``inputs/``, ``results/`` ...): the crate's root.
         run: What happened.
         hasher: Digest cache to use (and fill).
         source_repo: The checkout the workspace was staged from, for its git commit.
@@ -373,65 +501,87 @@ def build_crate(
     if run.status == "completed":
         seed_from_run(hasher, workspace)
     publication = layout.workspace_config(workspace).get("Publication", {})
+    jobs = snakemake_jobs(workspace) if run.mode == "local" else []
 
-    crate = ROCrate()
+    crate = ROCrate(version=CRATE_VERSION)
     crate.metadata.extra_contexts.append(WFRUN_CONTEXT)
     root = crate.root_dataset
     root["name"] = f"pubflow workflow run, {run.mode}, {iso(run.started)}"
     root["description"] = (
         f"Provenance of one run of the pubflow workflow ({publication.get('Title', '')}): "
-        "code, environment, inputs and outputs with their checksums. The @id of every file "
-        "is its path relative to the run's workspace (the folder holding inputs/ and "
-        f"results/); this file is {CRATE_DIR.as_posix()}/{CRATE_NAME} of that workspace.")
+        "code, environment, inputs and outputs with their checksums. The crate's root is "
+        "the run's workspace (the folder holding inputs/ and results/), where this file is "
+        f"{CRATE_NAME}.")
     root["datePublished"] = iso(run.ended or run.started)
     license_ = publication.get("License")
     if license_:
-        lic = crate.add(ContextEntity(crate, license_["URL"], properties={
+        root["license"] = crate.add(ContextEntity(crate, license_["URL"], properties={
             "@type": "CreativeWork", "name": license_["Name"]}))
-        root["license"] = lic
+    authors, publisher = _people(crate, publication)
+    if authors:
+        root["author"] = authors
+    if publisher is not None:
+        root["publisher"] = publisher
 
     source = git_source(source_repo)
-    wf_props: dict[str, Any] = {"name": "pubflow workflow (Snakefile)"}
-    if "commit" in source:
-        wf_props["version"] = source["commit"]
+    version = source.get("commit") or __version__
+    wf_props: dict[str, Any] = {
+        "name": "pubflow workflow (Snakefile)", "version": version,
+        "conformsTo": {"@id": BIOSCHEMAS_WORKFLOW}}
+    # url: where the code is (the repository, else the file in this crate)
+    wf_props["url"] = source.get("remote", "Snakefile")
     if "remote" in source:
         wf_props["codeRepository"] = source["remote"]
-    engine_version = run.engine.split()[-1] if run.engine else None
+    if authors:
+        wf_props["creator"] = authors
+    if license_:
+        wf_props["license"] = root["license"]
+    if (workspace / "Snakefile").is_file():
+        wf_props.update(_file_props(workspace, "Snakefile", hasher))
+    if jobs:  # a workflow that links to its steps is a HowTo too
+        wf_props["@type"] = ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"]
+    engine_version = run.engine.split()[-1] if run.mode == "local" and run.engine else None
     workflow = crate.add_workflow(source=None, dest_path="Snakefile", main=True,
                                   lang="snakemake", lang_version=engine_version,
                                   properties=wf_props)
-    if (workspace / "Snakefile").is_file():
-        workflow["sha256"] = hasher.sha256(workspace / "Snakefile")
-    for profile, name in PROFILES.items():
+    claimed = dict(PROFILES)
+    if jobs:
+        claimed[PROVENANCE_PROFILE] = "Provenance Run Crate"
+    for profile, name in claimed.items():
         entity = crate.add(ContextEntity(crate, profile, properties={
-            "@type": "CreativeWork", "name": name, "version": "0.6"}))
+            "@type": "CreativeWork", "name": name, "version": profile.rsplit("/", 1)[-1]}))
         root.append_to("conformsTo", entity)
 
-    requirements = []
-    for name, version in packages():
-        requirements.append(crate.add(ContextEntity(
-            crate, f"https://pypi.org/project/{name}/{version}/",
-            properties={"@type": "SoftwareApplication", "name": name,
-                        "softwareVersion": version})))
-    python = crate.add(ContextEntity(crate, "#python", properties={
-        "@type": "SoftwareApplication", "name": "Python",
-        "softwareVersion": platform.python_version(), "url": "https://www.python.org"}))
+    requirements = [_pypi(crate, name, pkg_version) for name, pkg_version in packages()]
+    python_version = platform.python_version()
+    python = crate.add(ContextEntity(
+        crate, f"https://www.python.org/downloads/release/python-"
+               f"{python_version.replace('.', '')}/",
+        properties={"@type": "SoftwareApplication", "name": "Python",
+                    "softwareVersion": python_version, "url": "https://www.python.org"}))
     workflow["softwareRequirements"] = [python, *requirements]
 
+    readme = workspace / README
+    if readme.is_file():
+        props = _file_props(workspace, README, hasher)
+        props.update({"about": root, "name": "README"})
+        crate.add_file(source=None, dest_path=README, properties=props)
     inputs = [rel for rel in input_files(workspace) if rel != "Snakefile"]
     objects = _add_files(crate, workspace, inputs, hasher)
     results = _add_files(crate, workspace,
                          output_files(workspace) if outputs is None else outputs, hasher)
+    agent = publisher or (authors[0] if authors else None)
+    status = COMPLETED if run.status == "completed" else FAILED
     run_id = f"#run-{uuid.uuid4()}"
     action_props: dict[str, Any] = {
         "@type": "CreateAction",
         "name": f"pubflow run ({run.mode}) {iso(run.started)}",
         "description": shlex.join(run.command),
         "startTime": iso(run.started),
-        "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"
-                         if run.status == "completed" else
-                         "http://schema.org/FailedActionStatus"},
+        "actionStatus": status,
     }
+    if agent is not None:
+        action_props["agent"] = agent
     if run.ended:
         action_props["endTime"] = iso(run.ended)
     if run.error:
@@ -445,10 +595,9 @@ def build_crate(
     image_entities = []
     for image in images:
         parts = split_image(image)
-        props: dict[str, Any] = {"@type": "ContainerImage", "name": parts["name"],
-                                 "registry": parts["registry"], "tag": parts["tag"],
-                                 "additionalType": {"@id": "https://w3id.org/ro/terms/"
-                                                           "workflow-run#DockerImage"}}
+        props = {"@type": "ContainerImage", "name": parts["name"],
+                 "registry": parts["registry"], "tag": parts["tag"],
+                 "additionalType": {"@id": "https://w3id.org/ro/terms/workflow-run#DockerImage"}}
         digest = image_digest(image)
         if digest:
             props["sha256"] = digest.removeprefix("sha256:")
@@ -459,18 +608,25 @@ def build_crate(
     logs = workspace_files(workspace, "logs") if (workspace / "logs").is_dir() else []
     _add_files(crate, workspace, logs, hasher, extra={"about": {"@id": run_id}})
 
-    engine_props: dict[str, Any] = {"@type": "SoftwareApplication",
-                                    "name": run.engine or "workflow engine"}
-    if engine_version:
-        engine_props["softwareVersion"] = engine_version
-    engine = crate.add(ContextEntity(crate, "#engine", properties=engine_props))
+    if run.mode == "reana":
+        engine = _pypi(crate, "reana-client", run.client_version) if run.client_version else \
+            crate.add(ContextEntity(crate, "https://pypi.org/project/reana-client/", properties={
+                "@type": "SoftwareApplication", "name": "reana-client",
+                "url": "https://pypi.org/project/reana-client/"}))
+    else:
+        engine = _pypi(crate, "snakemake", engine_version or
+                       importlib.metadata.version("snakemake"))
     organize: dict[str, Any] = {"@type": "OrganizeAction", "name": "pubflow reproduce",
                                 "instrument": engine, "result": action,
-                                "startTime": iso(run.started)}
+                                "startTime": iso(run.started), "actionStatus": status}
+    if agent is not None:
+        organize["agent"] = agent
     if run.driver:
         organize["description"] = shlex.join(run.driver)
     if run.ended:
         organize["endTime"] = iso(run.ended)
+    if run.error:
+        organize["error"] = run.error
     if run.mode == "reana":
         reana = crate.add(ContextEntity(crate, "https://reana.io", properties={
             "@type": "SoftwareApplication", "name": "REANA", "url": "https://reana.io"}))
@@ -479,10 +635,89 @@ def build_crate(
             organize["name"] = f"REANA workflow {run.reana_workflow}"
         if run.reana_server:
             reana["serviceUrl"] = run.reana_server
-        if run.client_version:
-            engine["softwareVersion"] = run.client_version
-    root["mentions"] = [action, crate.add(ContextEntity(crate, "#organize", properties=organize))]
+    organize_entity = crate.add(ContextEntity(crate, "#organize", properties=organize))
+    mentions = [action, *_job_actions(crate, workspace, workflow, organize_entity, jobs,
+                                      agent, version), organize_entity]
+    root["mentions"] = mentions
+    for entity in crate.get_entities():  # RO-Crate 1.1: single values, not singleton arrays
+        for key, value in entity.properties().items():
+            if isinstance(value, list) and len(value) == 1 and key != "@type":
+                entity._jsonld[key] = value[0]
     return crate
+
+
+def _job_actions(crate: Any, workspace: Path, workflow: Any, organize: Any, jobs: list[Job],
+                 agent: Any | None, version: str) -> list[Any]:
+    """Provenance Run Crate: a tool and a ``HowToStep`` per rule, and for each job a
+    ``CreateAction`` (its inputs and outputs that the crate lists) and a ``ControlAction``."""
+    from rocrate.model.contextentity import ContextEntity
+
+    def listed(paths: list[str]) -> list[Any]:
+        found: dict[str, Any] = {}
+        for rel in paths:
+            rel = rel.rstrip("/")
+            entity = crate.dereference(rel)
+            if entity is not None:
+                found[rel] = entity
+            elif (workspace / rel).is_dir():  # a directory output: the files under it
+                for sub in workspace_files(workspace, rel):
+                    entity = crate.dereference(sub)
+                    if entity is not None:
+                        found[sub] = entity
+        return list(found.values())
+
+    defined_in: dict[str, str] = {}
+    for rel in ["Snakefile", *workspace_files(workspace, "workflows")]:
+        if rel.endswith((".smk", "Snakefile")):
+            for name in re.findall(r"^rule\s+(\w+)\s*:", (workspace / rel).read_text(), re.M):
+                defined_in.setdefault(name, rel)
+    tools: dict[str, Any] = {}
+    steps: dict[str, Any] = {}
+    actions: list[Any] = []
+    for job in jobs:
+        if job.rule not in tools:
+            tools[job.rule] = crate.add(ContextEntity(crate, f"#rule-{job.rule}", properties={
+                "@type": "SoftwareSourceCode", "name": f"rule {job.rule}", "version": version,
+                "programmingLanguage": workflow["programmingLanguage"],
+                "url": defined_in.get(job.rule, "Snakefile"),  # the file defining the rule
+                "description": f"the Snakemake rule {job.rule} of the workflow"}))
+            steps[job.rule] = crate.add(ContextEntity(crate, f"#step-{job.rule}", properties={
+                "@type": "HowToStep", "name": f"rule {job.rule}",
+                "position": str(len(steps)), "workExample": tools[job.rule]}))
+        number = len(actions) // 2 + 1
+        props: dict[str, Any] = {
+            "@type": "CreateAction", "name": f"rule {job.rule}, job {number}",
+            "startTime": iso(job.started), "endTime": iso(job.ended),
+            "actionStatus": COMPLETED}
+        if job.command:
+            props["description"] = job.command
+        if agent is not None:
+            props["agent"] = agent
+        job_action = crate.add_action(tools[job.rule], identifier=f"#job-{number}",
+                                      object=listed(job.inputs),
+                                      result=listed(job.outputs + job.logs),
+                                      properties=props)
+        control = crate.add(ContextEntity(crate, f"#control-{number}", properties={
+            "@type": "ControlAction", "name": f"orchestrate rule {job.rule}, job {number}",
+            "instrument": steps[job.rule], "object": job_action,
+            "actionStatus": COMPLETED}))
+        actions += [job_action, control]
+    if jobs:
+        workflow["hasPart"] = list(tools.values())
+        workflow["step"] = list(steps.values())
+        organize["object"] = [a for a in actions if a.type == "ControlAction"]
+    return actions
+
+
+def readme_text(workspace: Path, run: RunRecord) -> str:
+    """A short README for a workspace that has none: what the crate is and how to read it."""
+    title = layout.workspace_config(workspace).get("Publication", {}).get("Title", "")
+    heading = f"# pubflow workflow run ({run.mode}, {iso(run.started)})\n\n"
+    return heading + (f"{title}\n\n" if title else "") + (
+        f"This folder is the workspace of one run of the pubflow workflow and an RO-Crate "
+        f"{CRATE_VERSION}: `{CRATE_NAME}` describes the workflow (`Snakefile`), its inputs "
+        "(`inputs/`), outputs (`results/`) and logs (`logs/`), with their sizes and sha256, the "
+        "software environment, and what ran when (Workflow Run Crate).\n")
 
 
 def write_crate(crate: Any, path: str | Path) -> Path:
@@ -495,10 +730,22 @@ def write_crate(crate: Any, path: str | Path) -> Path:
 
 
 def record(workspace: str | Path, run: RunRecord, **kwargs: Any) -> Path:
-    """Build and write the crate into ``<workspace>/results/provenance/``; return its path."""
+    """Build and write the crate at ``<workspace>/ro-crate-metadata.json``; return its path.
+
+    The workspace is the crate's root and payload: every file the crate lists is in it. A
+    ``README.md`` about the crate is written beside it when the workspace has none; a crate
+    an earlier version left in ``results/provenance/`` (not at its payload's root) is removed.
+    """
+    workspace = Path(workspace)
     hasher = kwargs.pop("hasher", None) or Hasher()
+    readme = workspace / README
+    if not readme.exists():
+        readme.write_text(readme_text(workspace, run))
+    (workspace / LEGACY_CRATE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # only if nothing else is there
+        (workspace / LEGACY_CRATE).parent.rmdir()
     crate = build_crate(workspace, run, hasher=hasher, **kwargs)
-    path = write_crate(crate, Path(workspace) / CRATE_DIR / CRATE_NAME)
+    path = write_crate(crate, workspace / CRATE_NAME)
     log.info("provenance: %s (%d files hashed)", path, hasher.files_read)
     return path
 

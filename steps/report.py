@@ -101,6 +101,9 @@ def verdict(report: Report) -> str:
     total = len(report.results)
     if not total:
         return "FAILED: nothing was compared"
+    mismatch = table_mismatch(report)
+    if mismatch:
+        return f"FAILED: {mismatch}"
     bad = report.moved
     if not bad:
         identical = sum(r.status == "identical" for r in report.results)
@@ -112,12 +115,40 @@ def verdict(report: Report) -> str:
     return f"FAILED: {len(bad)} of {total} quantities moved beyond tolerance: {listed}{more}"
 
 
+#: How report.json writes a number JSON cannot hold (the schema's ``non_finite``).
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return NON_FINITE[str(value)]
     if isinstance(value, tuple):
         return [_json_value(v) for v in value]
     return value
+
+
+def _tables(results: Iterable[Result], status: str) -> list[str]:
+    """HEPData table names (as written in quantity names) of the results with ``status``."""
+    return sorted({r.name.split("/")[1] for r in results
+                   if r.status == status and r.name.startswith("hepdata/") and "/" in r.name})
+
+
+def table_mismatch(report: Report) -> str | None:
+    """Against a HEPData record none of whose tables this run would publish: say so."""
+    if report.reference.get("kind") != "hepdata" or not report.results:
+        return None
+    if any(r.status not in ("missing", "new") for r in report.results):
+        return None
+
+    def names(tables: list[str]) -> str:
+        unescaped = [t.replace("%2F", "/").replace("%25", "%") for t in tables]
+        return ", ".join(f"'{t}'" for t in unescaped[:6]) + (
+            f" and {len(unescaped) - 6} more" if len(unescaped) > 6 else "")
+
+    record, ours = _tables(report.results, "missing"), _tables(report.results, "new")
+    return (f"the HEPData record's tables do not match this analysis: no table of the "
+            f"record ({names(record) or 'none'}) is one this run publishes "
+            f"({names(ours) or 'none'}); is it the record of this analysis?")
 
 
 def as_json(report: Report, plots: Sequence[Mapping[str, str]]) -> dict[str, Any]:
@@ -163,7 +194,8 @@ def _slug(text: str) -> str:
 def _series(snap: Snapshot, figure: str) -> dict[str, list[tuple[tuple[float, ...], float]]]:
     out: dict[str, list[tuple[tuple[float, ...], float]]] = {}
     for q in snap.values():
-        if q.figure == figure and q.x is not None and isinstance(q.value, float):
+        if (q.figure == figure and q.x is not None and isinstance(q.value, float)
+                and math.isfinite(q.value)):  # a NaN is in the tables, not drawable
             out.setdefault(q.series or "", []).append((q.x, q.value))
     return out
 
@@ -243,7 +275,7 @@ def fmt(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.10g}"
+        return f"{value:.10g}" if math.isfinite(value) else NON_FINITE[str(value)]
     if isinstance(value, tuple):
         if not value:
             return "()"
@@ -257,7 +289,10 @@ def _cell(text: str) -> str:
 
 
 def _row(r: Result) -> str:
-    difference = "—" if r.difference is None else f"{r.difference:+.3g}"
+    if r.difference is None or not math.isfinite(r.difference):
+        difference = fmt(r.difference)
+    else:
+        difference = f"{r.difference:+.3g}"
     tolerance = r.rule.describe()
     if r.allowed is not None and r.rule.mode not in ("exact", "digest"):
         tolerance += f" (±{r.allowed:.3g})"
@@ -294,10 +329,17 @@ def markdown(report: Report, plots: Sequence[Mapping[str, str]]) -> str:
     else:
         lines += [f"- existing outputs compared: `{report.outputs}`"]
     if report.provenance:
-        lines += [f"- provenance (Workflow Run RO-Crate): `{report.provenance}`"]
+        lines += [(f"- provenance (Workflow Run RO-Crate, its root the run's workspace): "
+                   f"`{report.provenance}`")]
     lines += ["", "## The reference", "", (f"- {report.reference['kind']}: "
               f"`{report.reference['source']}`")]
-    for key, value in sorted(report.reference.get("metadata", {}).items()):
+    meta = report.reference.get("metadata", {})
+    if report.reference.get("kind") == "hepdata" and meta.get("version") is not None:
+        asked = meta.get("version_asked", "latest")
+        lines.append(f"- compared with version {meta['version']} of the record"
+                     + (f" (of {meta['version_count']})" if meta.get("version_count") else "")
+                     + (", the latest" if asked == "latest" else f", as asked ({asked})"))
+    for key, value in sorted(meta.items()):
         if isinstance(value, str | int | float):
             lines.append(f"- {key}: {_cell(str(value))}")
     lines += [f"- tolerances: `{report.tolerances}`", ""]

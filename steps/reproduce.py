@@ -17,9 +17,10 @@ Months or years after publication, a scheduled job runs::
    tables are compared with the tables the run would submit.
 3. **Report** (``steps.report``): ``results/reproduce/report.json`` and ``report.md``, with
    overlays of the distributions that moved, and the run's Workflow Run RO-Crate
-   (``steps.provenance``), at ``<workspace>/results/provenance/ro-crate-metadata.json`` and
-   copied beside the report. Exit status 1 when the run fails or any quantity moved beyond
-   its tolerance, so that a scheduler alerts.
+   (``steps.provenance``) at ``<workspace>/ro-crate-metadata.json``: the workspace is its
+   payload, so it is kept only with the workspace (``--workdir``, ``--keep-workdir``). Exit
+   status 1 when the run fails or any quantity moved beyond its tolerance, so that a scheduler
+   alerts.
 
 ``--update-reference --reason TEXT`` makes the new outputs the reference (the report then
 lists what the update changes); ``--results DIR`` compares the outputs of an existing run
@@ -541,13 +542,14 @@ def execute(args: argparse.Namespace, workspace: Path, output: Path, run: RunRec
 
 def write_provenance(args: argparse.Namespace, workspace: Path, output: Path,
                      run: RunRecord, notes: list[str]) -> str | None:
-    """The run's RO-Crate in the workspace, and a copy beside the report."""
+    """The run's RO-Crate at the root of the workspace, its payload (no copy beside the
+    report: there it would list files it does not hold)."""
     from steps import provenance
 
     try:
         images = provenance.container_images(workspace) if args.reana else []
         crate = provenance.record(workspace, run, source_repo=args.source, images=images)
-        shutil.copy2(crate, output / provenance.CRATE_NAME)
+        (output / provenance.CRATE_NAME).unlink(missing_ok=True)  # an orphan of older runs
     except (OSError, ValueError, PubflowError) as err:  # never lose the verdict to this
         notes.append(f"the provenance record could not be written: {err}")
         log.error("provenance: %s", err)
@@ -613,7 +615,9 @@ def main(args: argparse.Namespace) -> None:
         crate_path = write_provenance(args, workspace, output, run, notes)
 
         if temporary is not None and not args.keep_workdir and crate_path:
-            crate_path = str(output / provenance.CRATE_NAME)  # the workspace goes away
+            notes.append("the run's RO-Crate went with its temporary workspace (its payload): "
+                         "--workdir or --keep-workdir keeps both")
+            crate_path = None
 
     new, sections, results = ({}, {}, []) if run is not None and run.status != "completed" \
         else compare_outputs(workspace, reference, tolerances, notes)

@@ -272,19 +272,16 @@ def test_hepdata_snapshot_names_rows_and_carries_the_band() -> None:
     assert snap["hepdata/Limits/Observed/70"].scale == pytest.approx(0.7)
 
 
-def test_fetch_record_by_inspire_id_doi_and_redirect(tmp_path: Path) -> None:
-    with serve_record(TABLES, inspire_id=1234567, recid=4321, link_tables=["Spectrum"]) \
-            as server:
+def test_fetch_record_by_inspire_id_and_doi(tmp_path: Path) -> None:
+    with serve_record(TABLES, inspire_id=1234567, recid=4321) as server:
         record = compare.fetch_record("ins1234567", server.url)
-        assert record.tables == {name: {**t, "hepdata_doi": "10.17182/hepdata.4321.v1",
-                                        "table_doi": f"10.17182/hepdata.4321.v1/t{i + 1}"}
-                                 for i, (name, t) in enumerate(TABLES.items())}
+        assert record.tables == TABLES  # the data files as submitted
         assert record.version == 1
         assert record.metadata["inspire_id"] == "1234567"
         by_doi = compare.fetch_record("10.17182/hepdata.4321.v1", server.url)
         assert by_doi.tables == record.tables
-        # the table without a 'data' link went through ?format=yaml&table= and its redirect
-        assert any("format=yaml" in p and "table=Limits" in p for p in server.requests)
         assert any(p.startswith("/record/4321?") and "version=1" in p for p in server.requests)
+        # every table through HEPData's versioned download route, on this site
+        assert "/download/table/ins1234567/Spectrum/1/yaml" in server.requests
         with pytest.raises(PubflowError, match="HTTP 404"):
             compare.fetch_record("ins999", server.url)

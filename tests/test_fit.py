@@ -103,3 +103,36 @@ def test_postfit_total_uncertainty(predictions: dict[str, Any]) -> None:
         expected = _parse(total[channel])[1]
         assert expected > 5e3  # two printed decimals resolve 1e-6 of it
         assert table["summed"]["total"]["uncertainty"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_significance_beyond_float64_p_values_is_sqrt_q0() -> None:
+    """1000 events seen over a background of 100: Z = sqrt(2 (n ln(n/b) - (n - b))) = 53.0
+    (Cowan et al., EPJC 71 (2011) 1554, eq. 97), where cabinetry's Φ^-1(1 - p) is inf
+    (p underflows); the results keep a number JSON can hold. Expected: the Asimov dataset of
+    POI = 1 is also 1000 events, so the same. (A 1e-4 normalisation uncertainty gives the fit
+    something to float; it moves Z by far less than the tolerance.)"""
+    import math
+
+    import cabinetry
+
+    from steps.fit import _significance
+
+    spec = {
+        "channels": [{"name": "SR", "samples": [
+            {"name": "signal", "data": [900.0], "modifiers": [
+                {"name": "mu", "type": "normfactor", "data": None}]},
+            {"name": "background", "data": [100.0], "modifiers": [
+                {"name": "bnorm", "type": "normsys", "data": {"hi": 1.0001, "lo": 0.9999}}]}]}],
+        "observations": [{"name": "SR", "data": [1000.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    model, data = cabinetry.model_utils.model_and_data(pyhf.Workspace(spec))
+    result = cabinetry.fit.significance(model, data)
+    assert math.isinf(result.observed_significance)  # the premise
+    n, b = 1000.0, 100.0
+    z = math.sqrt(2 * (n * math.log(n / b) - (n - b)))
+    got = _significance(model, data, result)
+    assert got["observed"] == pytest.approx(z, rel=1e-4)
+    assert got["expected"] == pytest.approx(z, rel=1e-4)
+    assert got["observed_p_value"] == 0.0

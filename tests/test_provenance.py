@@ -80,12 +80,19 @@ def test_crate_records_code_environment_files_and_times(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     hasher = Hasher()
     path = provenance.record(ws, record(ws), source_repo=ws, hasher=hasher)
-    assert path == ws / "results" / "provenance" / "ro-crate-metadata.json"
+    assert path == ws / "ro-crate-metadata.json"  # the workspace is the crate's payload
     g = graph(path)
     root = g["./"]
+    # no Snakemake records in this workspace: no Provenance Run Crate
     assert {c["@id"] for c in root["conformsTo"]} == {
-        "https://w3id.org/ro/wfrun/process/0.6", "https://w3id.org/ro/wfrun/workflow/0.6",
-        "https://w3id.org/workflowhub/workflow-ro-crate/1.1"}
+        "https://w3id.org/ro/wfrun/process/0.5", "https://w3id.org/ro/wfrun/workflow/0.5",
+        "https://w3id.org/workflowhub/workflow-ro-crate/1.0"}
+    assert {c["@id"] for c in g["ro-crate-metadata.json"]["conformsTo"]} == {
+        "https://w3id.org/ro/crate/1.1", "https://w3id.org/workflowhub/workflow-ro-crate/1.0"}
+    assert json.loads(path.read_text())["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
+    assert g[root["author"]["@id"]]["name"] == "pubflow developers"
+    assert g[root["publisher"]["@id"]]["@type"] == "Organization"
+    assert g["README.md"]["about"] == {"@id": "./"}  # written, as the workspace had none
     assert root["mainEntity"] == {"@id": "Snakefile"}
     assert root["license"] == {"@id": "https://creativecommons.org/publicdomain/zero/1.0/"}
     workflow = g["Snakefile"]
@@ -96,7 +103,8 @@ def test_crate_records_code_environment_files_and_times(tmp_path: Path) -> None:
     assert action["description"] == "snakemake --cores 2"
     assert (action["startTime"], action["endTime"]) == ("2026-01-02T03:04:05+00:00",
                                                         "2026-01-02T03:05:06+00:00")
-    assert action["actionStatus"] == {"@id": "http://schema.org/CompletedActionStatus"}
+    assert action["actionStatus"] == "http://schema.org/CompletedActionStatus"
+    assert action["agent"] == root["publisher"]
     objects = {o["@id"] for o in action["object"]}
     assert objects == {"inputs/analysis.yaml", "inputs/pubflow.yaml", "inputs/data/events.root",
                        "inputs/datasets.yaml", "workflows/rules/fit.smk"}
@@ -114,15 +122,19 @@ def test_crate_records_code_environment_files_and_times(tmp_path: Path) -> None:
     requirements = {r["@id"] for r in workflow["softwareRequirements"]}
     for package in ("pyhf", "snakemake", "rocrate", "numpy"):
         version = importlib.metadata.version(package)
-        assert f"https://pypi.org/project/{package}/{version}/" in requirements
-        assert g[f"https://pypi.org/project/{package}/{version}/"]["softwareVersion"] == version
+        ident = f"https://pypi.org/project/{package}/{version}/"
+        assert ident in requirements
+        assert (g[ident]["softwareVersion"], g[ident]["url"]) == (version, ident)
+    assert organize["instrument"] == {"@id": "https://pypi.org/project/snakemake/9.27.1/"}
+    assert g["Snakefile"]["encodingFormat"] == "text/x-snakemake"
 
 
 def test_hashing_is_cheap(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     hasher = Hasher()
     provenance.record(ws, record(ws), source_repo=ws, hasher=hasher)
-    listed = len(provenance.input_files(ws)) + len(provenance.output_files(ws)) + 1  # + log
+    # inputs (the Snakefile among them), outputs, the log and the README
+    listed = len(provenance.input_files(ws)) + len(provenance.output_files(ws)) + 2
     # the data file (verified by the workflow against the manifest) and the validated
     # fit results are not read again; nothing is read twice
     assert hasher.files_read == listed - 2
@@ -138,7 +150,7 @@ def test_a_failed_run_trusts_no_digest(tmp_path: Path) -> None:
     g = graph(provenance.record(ws, failed, source_repo=ws))
     assert g["inputs/data/events.root"]["sha256"] == hashlib.sha256(same_size).hexdigest()
     action = next(e for e in g.values() if e["@type"] == "CreateAction")
-    assert action["actionStatus"] == {"@id": "http://schema.org/FailedActionStatus"}
+    assert action["actionStatus"] == "http://schema.org/FailedActionStatus"
     assert action["error"] == "rule select failed"
 
 
@@ -153,7 +165,7 @@ def test_reana_run_names_its_images(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                              source_repo=ws, images=images)
     g = graph(path)
     action = next(e for e in g.values() if e["@type"] == "CreateAction")
-    image = g[action["containerImage"][0]["@id"]]
+    image = g[action["containerImage"]["@id"]]  # one: a single value (RO-Crate 1.1)
     assert image["@type"] == "ContainerImage"
     assert (image["registry"], image["name"], image["tag"], image["sha256"]) == (
         "ghcr.io", "pubflow/pubflow-analysis", "0.1.0", "e" * 64)
@@ -163,10 +175,8 @@ def test_reana_run_names_its_images(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_the_crate_reads_back_with_rocrate(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    path = provenance.record(ws, record(ws), source_repo=ws)
-    # placed at the root of the workspace (as a bundle would), it is an attached crate
-    shutil.copy2(path, ws / "ro-crate-metadata.json")
-    crate = ROCrate(ws)
+    provenance.record(ws, record(ws), source_repo=ws)
+    crate = ROCrate(ws)  # at the root of the workspace: an attached crate as it stands
     assert crate.mainEntity.id == "Snakefile"
     assert crate.dereference("results/fit/results.json") is not None
     assert any(a.type == "CreateAction" for a in crate.get_by_type("CreateAction"))
@@ -210,7 +220,7 @@ def test_command_line_for_a_plain_run(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "steps.provenance", "--workspace", str(ws),
                   "--started", "2026-01-02T03:04:05+00:00"], REPO)
     assert result.returncode == 0
-    g = graph(ws / "results" / "provenance" / "ro-crate-metadata.json")
+    g = graph(ws / "ro-crate-metadata.json")
     action = next(e for e in g.values() if e["@type"] == "CreateAction")
     assert action["startTime"] == "2026-01-02T03:04:05+00:00"
     assert action["description"] == "snakemake --cores all"
@@ -218,3 +228,50 @@ def test_command_line_for_a_plain_run(tmp_path: Path) -> None:
               check=False)
     assert bad.returncode == 1
     assert bad.stderr.strip().endswith("no results/ here: run the workflow first")
+
+
+def test_snakemake_records_make_a_provenance_run_crate(tmp_path: Path) -> None:
+    """One CreateAction per job (from .snakemake/metadata), each with its ControlAction."""
+    import base64
+
+    ws = make_workspace(tmp_path)
+    (ws / "workflows" / "rules" / "fit.smk").write_text('rule fit:\n    output: "x"\n')
+    meta = ws / ".snakemake" / "metadata"
+    meta.mkdir(parents=True)
+    for output in ("results/fit/results.json", "results/histograms"):
+        name = base64.urlsafe_b64encode(output.encode()).decode()
+        (meta / name).write_text(json.dumps({
+            "rule": "fit", "job_hash": 7, "starttime": 1767323045.5, "endtime": 1767323050.1,
+            "incomplete": False, "input": "['inputs/data/events.root']",
+            "log": ["logs/fit.log"], "shellcmd": "python -m steps.fit"}))
+    (meta / "bm90IGJhc2U2NA").write_text("{}")  # no rule: ignored
+    jobs = provenance.snakemake_jobs(ws)
+    assert [(j.rule, sorted(j.outputs)) for j in jobs] == [
+        ("fit", ["results/fit/results.json", "results/histograms"])]
+    g = graph(provenance.record(ws, record(ws), source_repo=ws))
+    assert "https://w3id.org/ro/wfrun/provenance/0.5" in {c["@id"] for c in g["./"]["conformsTo"]}
+    assert "HowTo" in g["Snakefile"]["@type"]
+    job = g["#job-1"]
+    assert (job["instrument"], job["object"]) == ({"@id": "#rule-fit"},
+                                                 {"@id": "inputs/data/events.root"})
+    assert {r["@id"] for r in job["result"]} == {"results/fit/results.json", "logs/fit.log"}
+    assert job["startTime"] == "2026-01-02T03:04:05+00:00"
+    assert g["#rule-fit"]["url"] == "workflows/rules/fit.smk"
+    assert g["#control-1"]["instrument"] == {"@id": "#step-fit"}
+    assert g["#control-1"]["object"] == {"@id": "#job-1"}
+    assert g["#step-fit"]["workExample"] == {"@id": "#rule-fit"}
+    assert g["#organize"]["object"] == {"@id": "#control-1"}
+    # a REANA run leaves the records on the cluster: no per-job provenance is claimed
+    g = graph(provenance.record(ws, record(ws, mode="reana"), source_repo=ws))
+    assert "https://w3id.org/ro/wfrun/provenance/0.5" not in {
+        c["@id"] for c in g["./"]["conformsTo"]}
+
+
+def test_a_crate_left_in_results_by_an_older_version_is_removed(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    legacy = ws / "results" / "provenance" / "ro-crate-metadata.json"
+    legacy.parent.mkdir()
+    legacy.write_text("{}")
+    provenance.record(ws, record(ws), source_repo=ws)
+    assert not legacy.parent.exists()
+    assert "results/provenance/ro-crate-metadata.json" not in graph(ws / "ro-crate-metadata.json")
