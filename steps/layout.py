@@ -325,6 +325,15 @@ def select_jobs(config: Config) -> dict[str, str]:
     }
 
 
+def unlisted_files(config: Config) -> list[str]:
+    """Input files the workflow makes itself, which the dataset manifest need not list: the
+    simulate step's, and those of the samples named in ``Unlisted``."""
+    names = {entry["Sample"] for entry in config.get("Unlisted", [])}
+    full = histogram_config(config)
+    made = [p for s in full["Samples"] if s["Name"] in names for p in sample_paths(full, s)]
+    return list(dict.fromkeys([*simulated_samples(config), *made]))
+
+
 def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
     """``{file path: generator settings}`` for every file the simulate step writes.
 

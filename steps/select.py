@@ -352,7 +352,12 @@ def select(config: dict[str, Any], input_path: str, output: str,
     todo = [t for t in templates(config) if wanted in t.paths]
     if not todo:
         raise PubflowError("no histogram of the config reads this file", path=input_path)
-    verify_input(config["Datasets"], input_path)
+    if verify_input(config["Datasets"], input_path) is None and \
+            wanted not in layout.unlisted_files(config):
+        raise PubflowError(
+            f"not in the dataset manifest {config['Datasets']}, so nothing vouches for it: add "
+            "it with `python -m steps.datasets add FILE` (or, if the workflow makes it, name "
+            "its sample in Unlisted)", path=input_path)
     filled = fill_file(input_path, todo, step_size)
     arrays: dict[str, np.ndarray] = {}
     for t in todo:

@@ -219,3 +219,23 @@ def test_missing_branch_names_branch_and_histogram(checkout: Path, config: dict)
     assert "results/simulate/Zmumu.root: tree 'events' has no branch 'iso1'" in err
     assert "Filter of histogram Dimuon_Zmumu" in err
     assert not out.exists()
+
+
+def test_an_input_the_manifest_does_not_list_stops_select(checkout: Path, config: dict) -> None:
+    """A sample path the manifest does not list (here: the data under another name, as a typo
+    in the manifest would leave it) is refused, not read unverified; naming its sample in
+    Unlisted (a file the workflow makes itself) lets it through."""
+    data = next(s for s in config["Samples"] if s.get("Data"))
+    copy = checkout / "inputs" / "data" / "copy.root"
+    copy.write_bytes(DATA.read_bytes())
+    data["SamplePath"] = "inputs/data/copy.root"
+    write_config(checkout, config)
+    code, err, out = _select(checkout, "inputs/data/copy.root")
+    assert code == 1 and err.count("\n") == 0
+    assert "error: inputs/data/copy.root: not in the dataset manifest inputs/datasets.yaml" in err
+    assert "python -m steps.datasets add FILE" in err and not out.exists()
+    config["Unlisted"] = [{"Sample": data["Name"], "Reason": "a copy made for this test"}]
+    write_config(checkout, config)
+    code, err, out = _select(checkout, "inputs/data/copy.root")
+    assert code == 0, err
+    assert out.is_file()

@@ -721,7 +721,9 @@ def main(args: argparse.Namespace) -> None:
         workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
         # the config and manifest travel inside the workflow archive: they too must be the
         # validated ones
-        check_gate(opts.report, [*files.values(), *workflow_inputs])
+        # every output vouched for by the report, as for Zenodo (the report itself aside)
+        check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True,
+                   exempt=[f for n, f in files.items() if n == "ro-crate-metadata.json"])
         state = State(opts.state_path, TARGET, redactor)
         found = links.discover(opts.publish_root, production=opts.production,
                                hepdata=args.hepdata_url, code=args.code_url)

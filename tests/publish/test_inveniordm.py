@@ -21,7 +21,7 @@ import pytest
 
 from steps.config import schema
 
-from .conftest import REPO, Run, net, write_report
+from .conftest import REPO, ZENODO_TOKEN, Run, net, write_report
 from .fake_inveniordm import FakeInvenioRDM, validate_metadata
 from .fakes import FAULT_KINDS, running
 
@@ -425,3 +425,15 @@ def test_main_help_lists_the_target_and_its_token():
     result = subprocess.run([sys.executable, "-m", "steps.publish", "--help"], cwd=REPO,
                             capture_output=True, text=True, check=True)
     assert "inveniordm" in result.stdout and "INVENIORDM_TOKEN" in result.stdout
+
+
+@pytest.mark.parametrize("target", ["zenodo", TARGET])
+def test_a_file_the_report_does_not_list_is_not_uploaded(repo, zenodo, rdm, publish, target):
+    """A figure made after validation: the gate refuses the upload before any request."""
+    (repo / "results/fit/figures/extra.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+    service = zenodo if target == "zenodo" else rdm
+    run = publish(target, "--upload", "--base-url", service.url, *net(),
+                  env={**ENV, "ZENODO_TOKEN": ZENODO_TOKEN})
+    assert run.rc == 1
+    assert "results/fit/figures/extra.png: not in the validation report" in run.out
+    assert not service.log
