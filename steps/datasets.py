@@ -106,12 +106,57 @@ def checksums(path: str | Path, kinds: Iterable[str], chunk: int = CHUNK) -> dic
     return sums.hexdigests()
 
 
+#: What an XRootD server answers for a file it does not have (kXR_NotFound).
+_XRD_NOT_FOUND = 3011
+
+
+def server_checksum(url: str, kind: str) -> tuple[int, str] | None:
+    """Size and ``kind`` checksum of a ``root://`` file, as its XRootD server states them
+    (``stat`` and ``query checksum``, the ``xrdfs`` commands), without reading the file.
+
+    Returns:
+        ``(size, hex)``, or None when the server computes no checksum of that kind (one
+        configured without ``xrootd.chksum``, or with another algorithm).
+
+    Raises:
+        PubflowError: If the file is not on the server, or the server cannot be reached.
+    """
+    from XRootD import client
+    from XRootD.client.flags import QueryCode
+
+    parsed = client.URL(url)
+    fs = client.FileSystem(f"{parsed.protocol}://{parsed.hostid}")
+    status, info = fs.stat(parsed.path)
+    if not status.ok:
+        if status.errno == _XRD_NOT_FOUND:
+            raise PubflowError("remote input file not found", path=url)
+        raise PubflowError(f"cannot reach the file ({one_line(status.message)})", path=url)
+    status, answer = fs.query(QueryCode.CHECKSUM, parsed.path)
+    if not status.ok or not answer:
+        log.warning("%s: the server computes no checksum (%s); reading the file to check it",
+                    url, one_line(status.message))
+        return None
+    algorithm, _, value = answer.decode("ascii", "replace").strip("\x00 \n").partition(" ")
+    if algorithm.lower() != kind:
+        log.warning("%s: the server computes %s, not the manifest's %s; reading the file to "
+                    "check it", url, algorithm, kind)
+        return None
+    return int(info.size), value.strip().lower().zfill(8)
+
+
 def _remote_size_and_checksums(url: str, kinds: Iterable[str], chunk: int = CHUNK
                                ) -> tuple[int, dict[str, str]]:
     """Size and checksums of a remote file (``root://``...), streamed once through fsspec.
 
-    This reads the whole file; asking the server for its checksum instead is issue 14.
+    For an adler32-only entry of a ``root://`` file the server is asked instead
+    (:func:`server_checksum`): no byte of the file is read. A sha256 (which XRootD servers
+    do not compute) needs the whole file.
     """
+    kinds = list(kinds)
+    if kinds == ["adler32"] and url.startswith(("root://", "roots://")):
+        stated = server_checksum(url, "adler32")
+        if stated is not None:
+            return stated[0], {"adler32": stated[1]}
     import fsspec
 
     sums = _Checksums(kinds)
@@ -136,8 +181,8 @@ def recorded(entry: dict[str, Any]) -> list[str]:
 def verify(entry: dict[str, Any], path: str | Path, source: str | Path) -> None:
     """Check that ``path`` has the size and every checksum the manifest ``source`` records.
 
-    A remote file is streamed once through fsspec for all its checksums (asking the XRootD
-    server for its own is issue 14).
+    A remote file's adler32 alone is asked of its XRootD server; otherwise the file is
+    streamed once through fsspec for all its checksums.
 
     Raises:
         PubflowError: Naming the file and what differs (or that it cannot be read).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from .conftest import REPO, copy_checkout, run, venv_env
 class XRootD:
     """An xrootd server exporting one directory, on a free loopback port."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, config: str = "") -> None:
         self.root = root
         self.export = root / "data"
         self.export.mkdir()
@@ -34,7 +35,7 @@ class XRootD:
             (root / sub).mkdir()
         (root / "xrd.cfg").write_text(
             f"xrd.port {self.port}\nall.export {self.export}\n"
-            f"all.adminpath {root / 'admin'}\nall.pidpath {root / 'run'}\n"
+            f"all.adminpath {root / 'admin'}\nall.pidpath {root / 'run'}\n{config}"
         )
         self.log = root / "admin" / "xrootd.log"  # a directory the xrootd user may write
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,8 +69,9 @@ class XRootD:
             self.proc = None
 
 
-@pytest.fixture
-def xrootd() -> Iterator[XRootD]:
+@contextlib.contextmanager
+def serving(config: str = "") -> Iterator[XRootD]:
+    """A running xrootd server (``config``: extra lines of its configuration)."""
     if shutil.which("xrootd") is None:
         if os.environ.get("CI"):
             pytest.fail("xrootd is not installed: .ci/run installs Debian's xrootd-server")
@@ -77,11 +79,19 @@ def xrootd() -> Iterator[XRootD]:
     # readable by the unprivileged xrootd user (pytest's tmp_path is private to root)
     root = Path(tempfile.mkdtemp(prefix="pubflow-xrootd-", dir="/tmp"))
     root.chmod(0o755)
-    server = XRootD(root)
+    server = XRootD(root, config)
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def xrootd() -> Iterator[XRootD]:
+    with serving() as server:
+        yield server
 
 
 def test_workflow_on_remote_data_equals_local(xrootd: XRootD, workflow_run: Path,
