@@ -159,6 +159,9 @@ class Chains:
         self.tmp = tmp
         self.ours = _config(tmp / "ntuples", tmp / "ours")
         self.ours["Datasets"] = str(REPO / "inputs" / "datasets.yaml")  # lists none of these
+        # ... for the test writes them itself, as a workflow's own rule would
+        self.ours["Unlisted"] = [{"Sample": s["Name"], "Reason": "ntuples this test writes"}
+                                 for s in self.ours["Samples"]]
         self.theirs = _config(tmp / "ntuples", tmp / "cabinetry")
         # pubflow: one select job per file, then the merge (with cabinetry's postprocess)
         files = dict.fromkeys(p for t in select.templates(self.ours) for p in t.paths)
