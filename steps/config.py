@@ -15,6 +15,7 @@ import base64
 import difflib
 import itertools
 import json
+import math
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -58,6 +59,10 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return key_path([*path, missing]), "required key is missing"
+    if isinstance(error.instance, float) and not math.isfinite(error.instance):
+        # YAML's .nan / .inf: the schema's own message ("nan should not be valid under ...")
+        # would say nothing useful
+        return key_path(path), f"{error.instance} is not allowed here: give a finite number"
     return key_path(path), error.message
 
 

@@ -128,3 +128,13 @@ def test_snakemake_schema_validation_at_the_door(tmp_path: Path, config: dict) -
     result = run(["snakemake", "-n"], work, check=False)
     assert result.returncode != 0
     assert "lots" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_number_is_named_in_one_line(value: float) -> None:
+    """YAML's .nan and .inf: the key and what to write instead, not the schema's bounds."""
+    rules = [{"match": "x", "mode": "relative", "tolerance": value, "why": "w"}]
+    with pytest.raises(PubflowError) as err:
+        cfg.validate({"version": 1, "rules": rules}, "tolerances", "tol.yaml")
+    assert str(err.value) == (f"tol.yaml: rules[0].tolerance: {value} is not allowed here: "
+                              "give a finite number")
