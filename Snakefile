@@ -25,6 +25,11 @@ include: "workflows/rules/validate.smk"
 include: "workflows/rules/publish.smk"
 
 
+# the target runs nothing: an executor plugin (Slurm, Kubernetes, HTCondor) submits no job for it
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -142,8 +142,10 @@ def _rules() -> dict[str, str]:
 
 
 def test_every_rule_names_an_image_through_the_helper() -> None:
-    """Each shell rule: `container: image("<env>")` for an env with a Dockerfile, and a memory
-    limit. One prefix and tag for all of them (common.smk's Images config)."""
+    """Each shell rule: `container: image("<env>")` for an env with a Dockerfile, and its
+    memory and runtime stated once through common.smk's job_resources (read by REANA and by
+    Snakemake's executor plugins alike: tests/test_executors.py). One prefix and tag for all of
+    them (common.smk's Images config)."""
     environments = set(images.environments())
     for name, text in _rules().items():
         if "shell:" not in text:
@@ -151,7 +153,8 @@ def test_every_rule_names_an_image_through_the_helper() -> None:
         match = re.search(r"container:\s*\n\s*image\(\"(\w+)\"\)", text)
         assert match, f"rule {name}: its container: must be image(\"<environment>\")"
         assert match.group(1) in environments, f"rule {name}: no environments/{match.group(1)}/"
-        assert "kubernetes_memory_limit=" in text, f"rule {name}: no kubernetes_memory_limit"
+        assert re.search(r'\*\*job_resources\("\d+[MG]i", runtime=\d+\)', text), \
+            f"rule {name}: resources must be **job_resources(\"<memory>\", runtime=<minutes>)"
 
 
 def test_image_names_follow_one_prefix_and_tag(tmp_path: Path) -> None:

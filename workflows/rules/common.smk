@@ -112,3 +112,19 @@ def scan_options(options):
 def image(environment):
     """The container image a rule runs in on REANA."""
     return f"docker://{IMAGE_PREFIX}-{environment}:{IMAGE_TAG}"
+
+
+_MEMORY_UNITS = {"Mi": 2**20, "Gi": 2**30}
+
+
+def job_resources(memory, runtime):
+    """A rule's resources, stated once and read by every engine that runs it.
+
+    ``memory`` is a Kubernetes quantity ("512Mi", "2Gi"): REANA reads it as
+    ``kubernetes_memory_limit``. Snakemake's executor plugins (Kubernetes, Slurm, HTCondor)
+    read ``mem_mb``, in megabytes (10^6 bytes), rounded up so no engine grants less than
+    REANA's limit; ``runtime`` is in minutes, as Snakemake and the Slurm plugin take it.
+    """
+    number, unit = memory[:-2], memory[-2:]
+    mem_mb = -(-int(number) * _MEMORY_UNITS[unit] // 10**6)
+    return {"kubernetes_memory_limit": memory, "mem_mb": mem_mb, "runtime": runtime}

@@ -13,7 +13,7 @@ rule config:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="512Mi",
+        **job_resources("512Mi", runtime=5),
     params:
         settings=encoded(dict(config)),
         source=CONFIG_SOURCE,

@@ -22,7 +22,7 @@ rule fit:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="2Gi",
+        **job_resources("2Gi", runtime=60),
     shell:
         "python -m steps.fit mle --config {input.config} --workspace {input.workspace}"
         " --output {output.results} --figures results/fit/figures --log {log}"
@@ -44,7 +44,7 @@ if PATCHES:
         container:
             image("analysis")
         resources:
-            kubernetes_memory_limit="2Gi",
+            **job_resources("2Gi", runtime=60),
         shell:
             "python -m steps.fit limit --workspace {input.workspace} --patchset {input.patchset}"
             " --patch {wildcards.patch} --output {output.point} --log {log}"
@@ -61,7 +61,7 @@ if PATCHES:
         container:
             image("analysis")
         resources:
-            kubernetes_memory_limit="1Gi",
+            **job_resources("1Gi", runtime=60),
         shell:
             "python -m steps.fit limits --config {input.config} --inputs {input.points}"
             " --output {output.limits} --log {log}"

@@ -14,7 +14,7 @@ rule hepdata:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="1Gi",
+        **job_resources("1Gi", runtime=15),
     shell:
         "python -m steps.hepdata --config {input.config} --histograms {input.histograms}"
         " --fit {input.results} --workspace {input.workspace}"

@@ -10,7 +10,7 @@ rule model:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="1Gi",
+        **job_resources("1Gi", runtime=15),
     shell:
         "python -m steps.model --config {input.config} --workspace {output.workspace}"
         + scan_options(" --patchset {output.patchset}")

@@ -15,7 +15,7 @@ rule publish_hepdata:
     container:
         image("publish")
     resources:
-        kubernetes_memory_limit="512Mi",
+        **job_resources("512Mi", runtime=10),
     shell:
         "python -m steps.publish hepdata --dry-run --report {input.report}"
         " --archive {input.archive} --log {log}"
@@ -39,7 +39,7 @@ rule publish_zenodo:
     container:
         image("publish")
     resources:
-        kubernetes_memory_limit="512Mi",
+        **job_resources("512Mi", runtime=10),
     shell:
         "python -m steps.publish zenodo --dry-run --config {input.config}"
         " --report {input.report} --log {log}"
@@ -58,7 +58,7 @@ rule publish_cap:
     container:
         image("publish")
     resources:
-        kubernetes_memory_limit="512Mi",
+        **job_resources("512Mi", runtime=10),
     shell:
         "python -m steps.publish cap --dry-run --config {input.config}"
         " --report {input.report} --log {log}"

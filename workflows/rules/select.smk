@@ -19,7 +19,7 @@ for _job, _ntuple in SELECT_JOBS.items():
         container:
             image("analysis")
         resources:
-            kubernetes_memory_limit="2Gi",
+            **job_resources("2Gi", runtime=60),
         params:
             # a remote file (root://...) is no local input: the job gets its URL instead
             url=remote_url(_ntuple),
@@ -40,7 +40,7 @@ rule merge:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="1Gi",
+        **job_resources("1Gi", runtime=60),
     shell:
         "python -m steps.merge --config {input.config} --partials {input.partials}"
         " --output {output.histograms} --summary {output.summary} --log {log}"

@@ -10,7 +10,7 @@ rule simulate:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="1Gi",
+        **job_resources("1Gi", runtime=30),
     shell:
         "python -m steps.simulate --config {input.config}"
         " --output {output.ntuple} --log {log}"

@@ -17,7 +17,7 @@ rule validate:
     container:
         image("analysis")
     resources:
-        kubernetes_memory_limit="1Gi",
+        **job_resources("1Gi", runtime=15),
     shell:
         "python -m steps.validate --config {input.config} --datasets {input.datasets}"
         " --workspace {input.workspace}"
