@@ -360,6 +360,23 @@ def header_of(text: str) -> str:
     return "".join(lines)
 
 
+def read_for_update(manifest_path: Path) -> tuple[str, dict[str, Any]]:
+    """The header and the (upgraded, validated) manifest to update; a new one if none."""
+    if not manifest_path.exists():
+        return HEADER, {"version": VERSION, "files": []}
+    manifest = _upgrade(load_yaml(manifest_path))
+    validate(manifest, "datasets", manifest_path)
+    return header_of(manifest_path.read_text()), manifest
+
+
+def write_manifest(manifest_path: Path, manifest: dict[str, Any], header: str) -> None:
+    """Validate ``manifest`` and write it after ``header``, atomically."""
+    validate(manifest, "datasets", manifest_path)
+    text = dump(manifest, header)
+    with atomic_path(manifest_path) as tmp:
+        tmp.write_text(text)
+
+
 def add_files(manifest_path: str | Path, files: Sequence[str], checksum: str | None = None,
               description: str | None = None) -> dict[str, Any]:
     """Add or update ``files`` in the manifest at ``manifest_path``; write it; return it.
@@ -369,12 +386,7 @@ def add_files(manifest_path: str | Path, files: Sequence[str], checksum: str | N
     one gets ``checksum`` (sha256 by default).
     """
     manifest_path = Path(manifest_path)
-    if manifest_path.exists():
-        header = header_of(manifest_path.read_text())
-        manifest = _upgrade(load_yaml(manifest_path))
-        validate(manifest, "datasets", manifest_path)
-    else:
-        header, manifest = HEADER, {"version": VERSION, "files": []}
+    header, manifest = read_for_update(manifest_path)
     measured: dict[str, dict[str, Any]] = {}
     for given in files:
         path = normalize(given)
@@ -387,10 +399,7 @@ def add_files(manifest_path: str | Path, files: Sequence[str], checksum: str | N
                  else {checksum or CHECKSUMS[0]})
         measured[path] = measure(path, kinds)
     updated = add(manifest, measured, description)
-    validate(updated, "datasets", manifest_path)
-    text = dump(updated, header)
-    with atomic_path(manifest_path) as tmp:
-        tmp.write_text(text)
+    write_manifest(manifest_path, updated, header)
     # logged only once written: a failure is then the one line on stderr
     for path, facts in measured.items():
         log.info("%s: %d bytes, %s", path, facts["size"],
@@ -423,10 +432,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "entry keeps the kinds it records, plus this one)")
     a.add_argument("--description", metavar="TEXT",
                    help="what the files hold (replaces an existing description)")
+    from steps.opendata import DEFAULT_SERVER  # it imports this module
+
+    o = cli.subcommand(
+        sub, "from-opendata", help="add the ROOT files of a CERN Open Data record",
+        description="Record each ROOT file of CERN Open Data record RECID (of one of its file "
+                    "indices, with --index) as the portal lists it: its root:// URI, size and "
+                    "adler32, which its XRootD server verifies before a step reads it, and the "
+                    "record's DOI, landing page, licence and citation as provenance. Its TTrees "
+                    "and their entries are read from the file's metadata. Other entries are "
+                    "kept; nothing is written if the record or any of its files cannot be read.",
+    )
+    o.add_argument("recid", type=_recid, metavar="RECID",
+                   help="the record's id, as in https://opendata.cern.ch/record/RECID")
+    o.add_argument("--index", metavar="NAME",
+                   help="only the files of this file index (its name on the record's page, "
+                        "e.g. CMS_Run2016G_MuOnia_..._70000_file_index.json)")
+    o.add_argument("--sample", metavar="NAME",
+                   help="the analysis sample the files are for, named in their description")
+    o.add_argument("--server", default=DEFAULT_SERVER, metavar="URL",
+                   help="the CERN Open Data portal to ask (default: %(default)s)")
+    o.add_argument("--manifest", default="inputs/datasets.yaml", type=Path,
+                   help="manifest to write or update (default: %(default)s)")
     return p
 
 
+def _recid(text: str) -> int:
+    """A record id: a positive whole number (as cernopendata-client's validate_recid)."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is no record id (a positive whole number)")
+    return int(text)
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.command == "from-opendata":
+        from steps.opendata import from_opendata
+
+        from_opendata(args.manifest, args.recid, index=args.index, sample=args.sample,
+                      server=args.server)
+        return
     add_files(args.manifest, args.files, args.checksum, args.description)
 
 
