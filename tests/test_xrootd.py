@@ -62,6 +62,15 @@ class XRootD:
         self.stop()
         raise RuntimeError(f"xrootd did not start; see {self.log}")
 
+    def bytes_written(self) -> int:
+        """Bytes the server has written so far (its sockets and its log): the kernel's
+        ``wchar`` of the process, a count no client-side wrapper can miss."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+        raise RuntimeError("no wchar in /proc/PID/io")
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()

@@ -62,6 +62,21 @@ def test_the_server_s_adler32_verifies_a_remote_file_without_reading_it(
     assert no_reads == []  # no byte of the file came through our reader
 
 
+def test_the_server_sends_no_file_data_for_the_check(checksumming: XRootD) -> None:
+    """Counted by the server itself: checking the file costs it a few hundred bytes of
+    protocol; reading the file once costs at least the file."""
+    url = _publish(checksumming)
+    size = DATA.stat().st_size
+    before = checksumming.bytes_written()
+    datasets.verify(_entry(url), url, "datasets.yaml")
+    check = checksumming.bytes_written() - before
+    with fsspec.open(url, "rb") as f:
+        assert len(f.read()) == size
+    read = checksumming.bytes_written() - before - check
+    assert read >= size, (check, read)
+    assert check < size / 20, (check, read)
+
+
 def test_a_wrong_adler32_is_named_without_reading_the_file(checksumming: XRootD,
                                                            no_reads: list[str]) -> None:
     url = _publish(checksumming)
