@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,8 @@ from steps.publish.bundle import WORKFLOW_ARCHIVE, Bundle, BundleFile, write_bun
 from steps.publish.gate import check_gate
 from steps.publish.http import Body, Client, PermanentHttpError
 from steps.publish.metadata import cap_metadata, digest
-from steps.publish.plan import PLAN, Step, plan_document
-from steps.publish.publisher import DepositPublisher
+from steps.publish.plan import PLAN, Step
+from steps.publish.publisher import DepositPublisher, Outcome
 from steps.publish.secrets import Redactor, credential, redacted_logging
 from steps.publish.state import State, utc_now
 
@@ -60,6 +59,7 @@ SANDBOX = "https://analysispreservation-qa.cern.ch"
 PRODUCTION = "https://analysispreservation.cern.ch"
 DEPOSITS = "api/deposits"
 TOKEN_ENV = "CAP_ACCESS_TOKEN"
+CREDENTIALS = {TOKEN_ENV: "Authorization: Bearer header"}
 METADATA = "metadata.json"
 DEFAULT_SCHEMA = "cms-analysis"
 PATCH_TYPE = "application/json-patch+json"
@@ -107,24 +107,7 @@ def _describe(dep: Mapping[str, Any]) -> dict[str, Any]:
             "status": dep.get("status")}
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the run left on CAP.
-
-    Attributes:
-        pid: The deposit's id.
-        url: Where to look at it.
-        published: Whether it is published.
-        changed: Whether this run changed anything.
-    """
-
-    pid: str
-    url: str
-    published: bool
-    changed: bool
-
-
-class CAPPublisher(DepositPublisher[Outcome]):
+class CAPPublisher(DepositPublisher):
     """One run of the CAP flow, resumable from the state file.
 
     It takes :class:`~steps.publish.publisher.DepositPublisher`'s arguments, and:
@@ -136,6 +119,7 @@ class CAPPublisher(DepositPublisher[Outcome]):
 
     service = "CAP"
     collection = DEPOSITS
+    logger = log
 
     def __init__(self, client: Client, state: State, bundle: Bundle, metadata: dict[str, Any],
                  *, schema: str, publish: bool, pid: str | None, production: bool) -> None:
@@ -274,8 +258,8 @@ class CAPPublisher(DepositPublisher[Outcome]):
 
     def _outcome(self) -> Outcome:
         deposit = self.section["deposit"]
-        return Outcome(deposit["pid"], deposit.get("html", ""),
-                       deposit.get("status") == "published", self.changed)
+        return Outcome(deposit["pid"], deposit.get("html", ""), None,
+                       published=deposit.get("status") == "published", changed=self.changed)
 
 
 def plan_steps(files: tuple[BundleFile, ...], metadata: dict[str, Any],
@@ -391,12 +375,9 @@ def main(args: argparse.Namespace) -> None:
             steps, notes = plan_steps(files, metadata, state.peek(opts.base_url),
                                       base=opts.base_url, schema=args.schema,
                                       publish=args.publish, pid=args.pid)
-            plan = plan_document("cap", endpoint=opts.base_url, production=opts.production,
-                                 upload=opts.upload, publish=args.publish,
-                                 credentials={TOKEN_ENV: "Authorization: Bearer header"},
-                                 steps=steps, notes=notes)
-            validate(plan, "publish-plan", opts.out / "bundle" / PLAN)
-            return {METADATA: metadata, PLAN: plan}
+            return {METADATA: metadata, PLAN: common.plan(opts, steps, notes,
+                                                          publish=args.publish,
+                                                          credentials=CREDENTIALS)}
 
         if not reana.is_file():
             raise PubflowError("the REANA specification to attach is missing", path=reana)
@@ -404,20 +385,13 @@ def main(args: argparse.Namespace) -> None:
                               workflow_root=opts.root, workflow_extra=workflow_inputs)
         assert WORKFLOW_ARCHIVE in bundle.by_name()
         if not opts.upload:
-            log.info("dry run: bundle and plan (%d requests) in %s; nothing was sent",
-                     len(bundle.documents[PLAN]["requests"]), bundle.path)
+            common.log_dry_run(bundle)
             return
-        client = Client("CAP", opts.base_url, redactor=redactor, policy=opts.policy,
-                        headers={"Authorization": f"Bearer {token}"})
-        try:
-            with state.locked():
-                publisher = CAPPublisher(client, state, bundle, metadata, schema=args.schema,
-                                         publish=args.publish, pid=args.pid,
-                                         production=opts.production)
-                outcome = common.resumable(publisher.run, opts.policy, "CAP")
-        finally:
-            client.close()
-        log.info("CAP %s: deposit %s, %s%s", opts.kind, outcome.pid,
+        outcome = common.send(
+            "CAP", opts, state, redactor, token=token,
+            start=lambda client: CAPPublisher(
+                client, state, bundle, metadata, schema=args.schema, publish=args.publish,
+                pid=args.pid, production=opts.production).run)
+        log.info("CAP %s: deposit %s, %s%s", opts.kind, outcome.id,
                  "published" if outcome.published else "draft (--publish to publish)",
                  f", {outcome.url}" if outcome.url else "")
-

@@ -1,18 +1,25 @@
-"""What the three publishers share: options, the run-or-resume loop, the outcome message."""
+"""What the publishers' command lines share: options, checks of the config, the plan, the
+run-or-resume loop with its client, and the messages that start and end a run."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steps.config import validate
 from steps.errors import PubflowError
-from steps.publish.http import InDoubtError, RetryPolicy, check_base_url
+from steps.publish.bundle import Bundle
+from steps.publish.http import Client, InDoubtError, RetryPolicy, check_base_url
+from steps.publish.links import Links
 from steps.publish.metadata import NO_CADI_ID, NO_INSPIRE_ID
-from steps.publish.state import STATE_NAME
+from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.publisher import Outcome
+from steps.publish.secrets import Redactor
+from steps.publish.state import STATE_NAME, State
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ class Options:
     """The options every publisher takes.
 
     Attributes:
-        target: ``hepdata``, ``zenodo`` or ``cap``.
+        target: ``hepdata``, ``zenodo``, ``cap`` or ``inveniordm``.
         config: The analysis config.
         report: The validation report (the gate).
         results: The results directory the published files come from.
@@ -122,6 +129,18 @@ def check_cadi_id(config: dict[str, Any], opts: Options) -> None:
                 "%s (an upload refuses it)", opts.config, NO_CADI_ID)
 
 
+def check_hepdata_link(links: Links, opts: Options, *, publish: bool, service: str) -> None:
+    """A record published on the real service links the HEPData record.
+
+    Raises:
+        PubflowError: For ``--production --publish`` without the HEPData link.
+    """
+    if publish and opts.production and not links.hepdata:
+        raise PubflowError(f"{service}: refusing to publish on the real service without the "
+                           "link to the HEPData record: publish HEPData first or give "
+                           "--hepdata-url")
+
+
 def add_common_arguments(p: argparse.ArgumentParser, target: str, *, sandbox: str,
                          production: str) -> None:
     """The options every publisher takes (mode, endpoint, paths, retries)."""
@@ -210,3 +229,50 @@ def resumable(flow: Callable[[], T], policy: RetryPolicy, service: str) -> T:
                         wait, attempt + 1, policy.attempts)
             policy.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def plan(opts: Options, steps: Sequence[Step], notes: Sequence[str], *, publish: bool,
+         credentials: Mapping[str, str]) -> dict[str, Any]:
+    """The request plan of this run (:func:`~steps.publish.plan.plan_document`), checked
+    against its schema."""
+    document = plan_document(opts.target, endpoint=opts.base_url, production=opts.production,
+                             upload=opts.upload, publish=publish, credentials=credentials,
+                             steps=steps, notes=notes)
+    validate(document, "publish-plan", opts.out / "bundle" / PLAN)
+    return document
+
+
+def log_dry_run(bundle: Bundle) -> None:
+    """Say where the dry run's bundle and plan are."""
+    log.info("dry run: bundle and plan (%d requests) in %s; nothing was sent",
+             len(bundle.documents[PLAN]["requests"]), bundle.path)
+
+
+def send(service: str, opts: Options, state: State, redactor: Redactor,
+         start: Callable[[Client], Callable[[], T]], *, token: str | None = None) -> T:
+    """Run a publisher against the service, holding the state file's lock, and resuming
+    (:func:`resumable`) while a request is in doubt.
+
+    Args:
+        service: The service, for messages.
+        opts: The options (endpoint, retry policy).
+        state: The state file.
+        redactor: The secrets to keep out of every message.
+        start: Makes the publisher's run from the client.
+        token: Sent as ``Authorization: Bearer``, if given.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = Client(service, opts.base_url, redactor=redactor, policy=opts.policy,
+                    headers=headers)
+    try:
+        with state.locked():
+            return resumable(start(client), opts.policy, service)
+    finally:
+        client.close()
+
+
+def log_outcome(service: str, opts: Options, noun: str, outcome: Outcome) -> None:
+    """Say what a run left on a service that gives DOIs (Zenodo, InvenioRDM)."""
+    status = "published" if outcome.published else "draft (not public; --publish to publish)"
+    log.info("%s %s: %s %s, %s, DOI %s%s", service, opts.kind, noun, outcome.id, status,
+             outcome.doi or "(none yet)", f", {outcome.url}" if outcome.url else "")

@@ -55,13 +55,13 @@ from typing import Any, Literal
 
 from urllib3.filepost import encode_multipart_formdata
 
-from steps.config import load_analysis, validate
+from steps.config import load_analysis
 from steps.errors import PubflowError
 from steps.publish import common
 from steps.publish.bundle import Bundle, BundleFile, write_bundle
 from steps.publish.gate import check_gate
 from steps.publish.http import Body, Client, PermanentHttpError
-from steps.publish.plan import PLAN, Step, plan_document
+from steps.publish.plan import PLAN, Step
 from steps.publish.publisher import Publisher
 from steps.publish.secrets import Redactor, credential, optional_credential, redacted_logging
 from steps.publish.state import State, utc_now
@@ -259,19 +259,19 @@ class HEPDataPublisher(Publisher):
                 log.info("HEPData: record %s is being processed (check %d of %d); next check "
                          "in %.3g s", recid, check, policy.attempts, wait)
                 policy.sleep(wait)
-        raise PubflowError(f"HEPData record {recid} is still being processed after "
+        raise PubflowError(f"HEPData: record {recid} is still being processed after "
                            f"{policy.attempts} checks ({after}): re-run later, or allow longer "
                            "waits with --retries and --backoff", path=self.state.path)
 
     def _missing(self, recid: int) -> PubflowError:
         where = f"{self.endpoint}/{self._page(recid)}"
-        return PubflowError(f"HEPData has no record {recid} ({where}); nothing was sent. Re-run "
+        return PubflowError(f"HEPData: no record {recid} ({where}); nothing was sent. Re-run "
                             "with --recid of an existing record (yours are under "
                             f"{self.endpoint}/record/sandbox)", path=self.state.path)
 
     def _finished(self, recid: int) -> PubflowError:
         return PubflowError(
-            f"HEPData record {recid} is finished and accepts no upload (HEPData answers "
+            f"HEPData: record {recid} is finished and accepts no upload (HEPData answers "
             f"404 'Record {recid} not found.'); nothing was changed. Ask the record's "
             "coordinator to open a new version (Revise Submission on the record page), then "
             "re-run; if one is open and an upload to it is being processed, re-run later",
@@ -289,7 +289,7 @@ class HEPDataPublisher(Publisher):
         if recid is None:
             if self.recid is None and not self.discard_pending:
                 raise PubflowError(
-                    f"the HEPData upload sent {pending['started']} got no answer, and it may "
+                    f"HEPData: the upload sent {pending['started']} got no answer, and it may "
                     f"have created a new sandbox record. Look at {self.endpoint}/record/sandbox:"
                     " if a record with this submission is there, re-run with --recid <its "
                     "number>; if there is none, re-run with --discard-pending",
@@ -343,7 +343,7 @@ class HEPDataPublisher(Publisher):
         url = str(answer.get("url") or "")
         new_recid = recid_from_url(url) if url else None
         if new_recid is None and recid is None:
-            raise PubflowError(f"HEPData answered without a record URL ({answer!r}): look at "
+            raise PubflowError(f"HEPData: the answer names no record URL ({answer!r}): look at "
                                f"{self.endpoint}/record/sandbox and re-run with --recid")
         s["record"] = {"recid": recid if recid is not None else new_recid,
                        "url": url or record.get("url"), "sha256": self.archive.sha256,
@@ -387,7 +387,7 @@ class HEPDataPublisher(Publisher):
                 # 'hidden' here: no finished version, and its only version is not 'todo'
                 if attempt == policy.attempts:
                     raise PubflowError(
-                        f"HEPData refuses uploads to record {recid} while it is being "
+                        f"HEPData: record {recid} refuses uploads while it is being "
                         f"processed ({err.status} after {attempt} tries); nothing was "
                         "changed: re-run later", path=self.state.path) from None
                 wait = policy.delay(attempt)
@@ -482,10 +482,7 @@ def main(args: argparse.Namespace) -> None:
             credentials = {PASSWORD_ENV: "form field pswd"}
             if opts.production:
                 credentials[COOKIE_ENV] = "form field invitation_cookie"
-            plan = plan_document("hepdata", endpoint=opts.base_url,
-                                 production=opts.production, upload=opts.upload, publish=False,
-                                 credentials=credentials, steps=steps, notes=notes)
-            validate(plan, "publish-plan", opts.out / "bundle" / PLAN)
+            plan = common.plan(opts, steps, notes, publish=False, credentials=credentials)
             return {PLAN: plan, FORM: {"url": f"{opts.base_url}/{UPLOAD_PATH}",
                                        "fields": shown, "file_field": "hep_archive"}}
 
@@ -496,13 +493,9 @@ def main(args: argparse.Namespace) -> None:
         assert email is not None and password is not None
         fields = form_fields(email=email, password=password, sandbox=not opts.production,
                              recid=None, cookie=cookie)
-        client = Client("HEPData", opts.base_url, redactor=redactor, policy=opts.policy)
-        try:
-            with state.locked():
-                publisher = HEPDataPublisher(client, state, bundle, fields, recid=args.recid,
-                                             discard_pending=args.discard_pending,
-                                             production=opts.production)
-                record = common.resumable(publisher.run, opts.policy, "HEPData")
-        finally:
-            client.close()
+        record = common.send(
+            "HEPData", opts, state, redactor,
+            start=lambda client: HEPDataPublisher(
+                client, state, bundle, fields, recid=args.recid,
+                discard_pending=args.discard_pending, production=opts.production).run)
         log.info("HEPData %s: record %s, %s", opts.kind, record.get("recid"), record.get("url"))

@@ -141,11 +141,38 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, seconds)
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def server_errors(errors: Any) -> list[str]:
+    """An Invenio ``errors`` list as lines: ``field: message`` each.
+
+    Zenodo and InvenioRDM (flask-resources, marshmallow) give ``{"field": "a.b",
+    "messages": [...]}``, CAP (invenio-rest ``FieldError``) ``{"field": [path], "message"}``;
+    an InvenioRDM file answer lists plain strings.
+    """
+    found = []
+    for err in errors if isinstance(errors, list) else []:
+        if not isinstance(err, Mapping):
+            found.append(_one_line(err))
+            continue
+        where = err.get("field")
+        if isinstance(where, list):
+            where = ".".join(str(p) for p in where)
+        messages = err.get("messages")
+        if isinstance(messages, list):
+            messages = "; ".join(map(str, messages))
+        text = _one_line(err.get("message") or messages or "")
+        found.append(f"{where}: {text}" if where else text)
+    return found
+
+
 def server_message(response: requests.Response, limit: int = 500) -> str:
     """The error a service put in its response, as one line.
 
-    Zenodo and CAP (Invenio) answer ``{"status": ..., "message": ..., "errors": [{"field":
-    ..., "message": ...}]}``; HEPData ``{"message": ...}``. Anything else: the text.
+    Zenodo and CAP (Invenio) answer ``{"status": ..., "message": ..., "errors": [...]}``
+    (:func:`server_errors`); HEPData ``{"message": ...}``. Anything else: the text.
     """
     try:
         body = response.json()
@@ -154,21 +181,10 @@ def server_message(response: requests.Response, limit: int = 500) -> str:
     parts: list[str] = []
     if isinstance(body, Mapping):
         if body.get("message"):
-            parts.append(str(body["message"]))
-        for err in body.get("errors") or []:
-            if not isinstance(err, Mapping):
-                continue
-            where = err.get("field")
-            if isinstance(where, list):
-                where = ".".join(str(p) for p in where)
-            # Invenio's validation errors say "messages": [...] (a list), older ones "message"
-            messages = err.get("messages")
-            if isinstance(messages, list):
-                messages = "; ".join(map(str, messages))
-            text = str(err.get("message") or messages or "")
-            parts.append(f"{where}: {text}" if where else text)
+            parts.append(_one_line(body["message"]))
+        parts += server_errors(body.get("errors"))
     if not parts:
-        text = " ".join(response.text.split())
+        text = _one_line(response.text)
         parts.append(text or response.reason or "no message")
     message = "; ".join(parts)
     return message if len(message) <= limit else message[: limit - 3] + "..."

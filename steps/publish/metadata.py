@@ -4,6 +4,9 @@
   metadata"): ``upload_type``, ``title``, ``creators`` (``Family, Given`` names with
   affiliation and ORCID), ``description`` (HTML), ``access_right``, ``license``, ``keywords``
   and ``related_identifiers`` (the HEPData record, the INSPIRE paper, the code).
+* InvenioRDM: the same record through InvenioRDM's own API, as a draft body: ``metadata``
+  (invenio-rdm-records ``MetadataSchema``: ``person_or_org`` creators, vocabulary ids for the
+  resource type, rights and relations), ``access`` and ``files``.
 * CAP: a title, the CADI id, the abstract and people, keywords, and links to the Zenodo DOI,
   the HEPData record and the REANA workflow, in the shapes of CAP's ``cms-analysis`` schema
   (v0.0.1, ``cap/modules/fixtures/schemas/cms.json`` in cernanalysispreservation/
@@ -13,13 +16,15 @@
   (``persistent_identifiers``: strings). Other fields of the schema: ``--metadata FILE``
   merges them.
 
-Both are checked against pubflow's schemas (``steps/schemas/zenodo-metadata.schema.json``,
-``cap-metadata.schema.json``) before any request is sent.
+Zenodo's and CAP's are checked against pubflow's schemas
+(``steps/schemas/zenodo-metadata.schema.json``, ``cap-metadata.schema.json``) before any
+request is sent; an InvenioRDM instance checks its own (a draft lists the problems).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import html
 import json
@@ -35,6 +40,10 @@ NO_INSPIRE_ID = "ins0000000"
 #: CADI id meaning "not set" (steps/schemas/analysis.schema.json): a dry run shows it, an
 #: upload refuses it. It has the CADI form CAP's schema checks, and no CADI group is "XXX".
 NO_CADI_ID = "XXX-00-000"
+
+#: Metadata fields that do not identify an InvenioRDM version: InvenioRDM itself resets
+#: ``publication_date`` on every new version (MetadataComponent.new_version).
+UNVERSIONED = ("publication_date",)
 
 #: What each published file is, for the description (by name prefix or name).
 _CONTENTS = (
@@ -89,6 +98,38 @@ def describe_contents(names: Iterable[str]) -> list[str]:
                                                    for n in names)]
 
 
+def _description(publication: Mapping[str, Any], files: Iterable[str], holds: str) -> str:
+    """The record's HTML description: the abstract, then what the files are.
+
+    Args:
+        publication: The ``Publication`` block.
+        files: Names of the files in the record.
+        holds: The sentence that introduces the list of files.
+    """
+    contents = "".join(f"<li>{text}</li>" for text in describe_contents(files))
+    return (f"<p>{html.escape(' '.join(publication['Abstract'].split()))}</p>"
+            f"<p>{holds}</p><ul>{contents}</ul>")
+
+
+def _related(publication: Mapping[str, Any], links: Links) -> list[tuple[str, str, str]]:
+    """What the record points to, as (URL, DataCite relation, resource type): the HEPData
+    record and the paper it supplements, and the code it is compiled by."""
+    found = [(links.hepdata, "isSupplementTo", "dataset"),
+             (inspire_url(publication), "isSupplementTo", "publication-article"),
+             (links.code, "isCompiledBy", "software")]
+    return [(url, relation, kind) for url, relation, kind in found if url]
+
+
+def _person(author: Mapping[str, Any]) -> dict[str, Any]:
+    """An author as Zenodo's legacy ``creators`` and CAP's ``people_info`` both take it."""
+    person = {"name": author["Name"]}
+    if author.get("Affiliation"):
+        person["affiliation"] = author["Affiliation"]
+    if author.get("ORCID"):
+        person["orcid"] = author["ORCID"]
+    return person
+
+
 def zenodo_metadata(
     publication: Mapping[str, Any],
     *,
@@ -106,41 +147,100 @@ def zenodo_metadata(
         license_id: Zenodo licence id (default: from ``Publication.License.Name``).
         upload_type: Zenodo's upload type.
     """
-    creators = []
-    for author in publication["Authors"]:
-        creator = {"name": author["Name"]}
-        if author.get("Affiliation"):
-            creator["affiliation"] = author["Affiliation"]
-        if author.get("ORCID"):
-            creator["orcid"] = author["ORCID"]
-        creators.append(creator)
-    contents = "".join(f"<li>{text}</li>" for text in describe_contents(files))
-    description = (f"<p>{html.escape(' '.join(publication['Abstract'].split()))}</p>"
-                   "<p>This deposit holds everything needed to reproduce the record:</p>"
-                   f"<ul>{contents}</ul>")
-    related: list[dict[str, str]] = []
-    if links.hepdata:
-        related.append({"identifier": links.hepdata, "relation": "isSupplementTo",
-                        "resource_type": "dataset"})
-    if paper := inspire_url(publication):
-        related.append({"identifier": paper, "relation": "isSupplementTo",
-                        "resource_type": "publication-article"})
-    if links.code:
-        related.append({"identifier": links.code, "relation": "isCompiledBy",
-                        "resource_type": "software"})
     metadata: dict[str, Any] = {
         "upload_type": upload_type,
         "title": publication["Title"],
-        "creators": creators,
-        "description": description,
+        "creators": [_person(a) for a in publication["Authors"]],
+        "description": _description(publication, files, "This deposit holds everything "
+                                                        "needed to reproduce the record:"),
         "access_right": "open",
         "license": license_id or spdx_to_zenodo(publication["License"]["Name"]),
         "keywords": keywords(publication),
         "notes": f"Produced and uploaded by pubflow {__version__}.",
     }
+    related = [{"identifier": url, "relation": relation, "resource_type": kind}
+               for url, relation, kind in _related(publication, links)]
     if related:
         metadata["related_identifiers"] = related
     return metadata
+
+
+def _rdm_creator(author: Mapping[str, Any]) -> dict[str, Any]:
+    """An author as InvenioRDM's ``CreatorSchema``: ``Family, Given`` is a person, anything
+    else a collaboration (an organisation)."""
+    name = str(author["Name"]).strip()
+    family, comma, given = name.partition(",")
+    person: dict[str, Any]
+    if comma and family.strip():
+        person = {"type": "personal", "family_name": family.strip()}
+        if given.strip():
+            person["given_name"] = given.strip()
+    else:
+        person = {"type": "organizational", "name": name}
+    if author.get("ORCID"):
+        person["identifiers"] = [{"scheme": "orcid", "identifier": author["ORCID"]}]
+    creator: dict[str, Any] = {"person_or_org": person}
+    if author.get("Affiliation"):
+        creator["affiliations"] = [{"name": author["Affiliation"]}]
+    return creator
+
+
+def inveniordm_metadata(
+    publication: Mapping[str, Any],
+    *,
+    files: Iterable[str],
+    links: Links,
+    rights: str | None = None,
+    resource_type: str = "dataset",
+    publisher: str | None = None,
+    today: datetime.date | None = None,
+) -> dict[str, Any]:
+    """The draft's body: ``metadata`` (invenio-rdm-records ``MetadataSchema``), ``access``
+    and ``files``.
+
+    Args:
+        publication: The ``Publication`` block of the analysis config.
+        files: Names of the files in the record (for the description).
+        links: The HEPData record and code to link.
+        rights: Licence id of the instance's vocabulary (default: the SPDX id of
+            ``Publication.License.Name``, lower-cased, as InvenioRDM's licences are).
+        resource_type: Resource type id (vocabulary ``resourcetypes``).
+        publisher: The publisher (a DataCite DOI needs one; Zenodo's is "Zenodo").
+        today: The publication date (default: today, UTC).
+    """
+    date = today or datetime.datetime.now(datetime.UTC).date()
+    metadata: dict[str, Any] = {
+        "resource_type": {"id": resource_type},
+        "title": publication["Title"],
+        "publication_date": date.isoformat(),
+        "creators": [_rdm_creator(a) for a in publication["Authors"]],
+        "description": _description(publication, files, "This record holds everything "
+                                                        "needed to reproduce it:"),
+        "rights": [{"id": rights or spdx_to_zenodo(publication["License"]["Name"])}],
+        "subjects": [{"subject": word} for word in keywords(publication)],
+        "additional_descriptions": [{"description": "Produced and uploaded by pubflow "
+                                                    f"{__version__}.",
+                                     "type": {"id": "other"}}],
+    }
+    # InvenioRDM's relation vocabulary holds DataCite's relations, lower-cased
+    related = [{"identifier": url, "scheme": "url", "relation_type": {"id": relation.lower()},
+                "resource_type": {"id": kind}}
+               for url, relation, kind in _related(publication, links)]
+    if related:
+        metadata["related_identifiers"] = related
+    if publisher:
+        metadata["publisher"] = publisher
+    return {"metadata": metadata, "access": {"record": "public", "files": "public"},
+            "files": {"enabled": True}}
+
+
+def version_digest(body: Mapping[str, Any]) -> str:
+    """The digest identifying an InvenioRDM version's metadata (without the fields
+    InvenioRDM resets)."""
+    stable = copy.deepcopy(dict(body))
+    for key in UNVERSIONED:
+        stable.get("metadata", {}).pop(key, None)
+    return digest(stable)
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,14 +270,6 @@ def cap_metadata(
         links: The Zenodo DOI, HEPData record, REANA workflow and code to link.
         extra: Fields of the experiment's schema to merge in (``--metadata``).
     """
-    people = []
-    for author in publication["Authors"]:
-        person = {"name": author["Name"]}
-        if author.get("ORCID"):
-            person["orcid"] = author["ORCID"]
-        if author.get("Affiliation"):
-            person["affiliation"] = author["Affiliation"]
-        people.append(person)
     # CAP's documentations are strings (the schema's items: {"type": "string"}): the URLs,
     # and what each one is in the free-text comment
     documentations: list[tuple[str, str]] = []
@@ -195,7 +287,7 @@ def cap_metadata(
         "general_title": publication["Title"],
         "basic_info": {"cadi_id": publication.get("CadiId") or NO_CADI_ID,
                        "abstract": " ".join(publication["Abstract"].split()),
-                       "people_info": people},
+                       "people_info": [_person(a) for a in publication["Authors"]]},
         "additional_resources": {"keywords": ", ".join(keywords(publication))},
     }
     resources = metadata["additional_resources"]

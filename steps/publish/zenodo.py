@@ -44,14 +44,21 @@ from typing import Any
 from steps.config import load_analysis, validate
 from steps.errors import PubflowError
 from steps.publish import buckets, common, links
-from steps.publish.bundle import Bundle, BundleFile, write_bundle
+from steps.publish.bundle import WORKFLOW_ARCHIVE, BundleFile, write_bundle
 from steps.publish.gate import check_gate
-from steps.publish.http import Body, Client, PermanentHttpError
+from steps.publish.http import PermanentHttpError
+from steps.publish.links import Links
 from steps.publish.metadata import digest, zenodo_metadata
-from steps.publish.plan import PLAN, Step, plan_document
-from steps.publish.publisher import DepositPublisher, fingerprint
+from steps.publish.plan import PLAN, Step
+from steps.publish.publisher import (
+    PAGE_SIZE,
+    VersionedPublisher,
+    plan_publish,
+    plan_settle,
+    plan_up_to_date,
+)
 from steps.publish.secrets import Redactor, credential, redacted_logging
-from steps.publish.state import State, utc_now
+from steps.publish.state import State
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +66,12 @@ SANDBOX = "https://sandbox.zenodo.org"
 PRODUCTION = "https://zenodo.org"
 DEPOSITIONS = "api/deposit/depositions"
 TOKEN_ENV = "ZENODO_TOKEN"
+CREDENTIALS = {TOKEN_ENV: "Authorization: Bearer header"}
 METADATA = "metadata.json"
-#: Drafts listed per page when looking for one whose creation answer was lost.
-PAGE_SIZE = 100
-MAX_PAGES = 20
 #: Zenodo's production DOI prefix: on the sandbox, a DOI with it is not the sandbox record's.
 PRODUCTION_DOI_PREFIX = "10.5281/"
+#: The record of the run, which describes the validation too and so is written after it.
+PROVENANCE = "ro-crate-metadata.json"
 
 
 def sources(results: Path, report: Path) -> dict[str, Path]:
@@ -85,18 +92,56 @@ def sources(results: Path, report: Path) -> dict[str, Path]:
     found["validation-report.json"] = report
     provenance = results / "provenance" / "ro-crate-metadata.json"
     if provenance.is_file():
-        found["ro-crate-metadata.json"] = provenance
+        found[PROVENANCE] = provenance
     if not any(name.startswith("model-") for name in found):
         raise PubflowError("no likelihood to publish (results/model/*.json)", path=results)
     return found
 
 
-def _holds(latest: Mapping[str, Any], files: Mapping[str, str], metadata_sha: str) -> bool:
-    """Whether the published version ``latest`` already holds these files and metadata (a
-    version recorded without its metadata's digest is taken to hold any metadata)."""
-    recorded = latest.get("fingerprint") or {}
-    return (recorded.get("files") == dict(sorted(files.items()))
-            and recorded.get("metadata_sha256") in (None, metadata_sha))
+@dataclass(frozen=True)
+class Outputs:
+    """The analysis outputs a Zenodo or InvenioRDM record holds, through the gate.
+
+    Attributes:
+        publication: The config's ``Publication`` block.
+        files: Remote name -> local file (:func:`sources`; the bundle adds the workflow).
+        workflow_inputs: The config and the dataset manifest (inside the workflow archive).
+        links: What the record links to.
+    """
+
+    publication: dict[str, Any]
+    files: dict[str, Path]
+    workflow_inputs: tuple[str, ...]
+    links: Links
+
+    @property
+    def names(self) -> list[str]:
+        """The names of every file in the record, the workflow archive first."""
+        return [WORKFLOW_ARCHIVE, *self.files]
+
+
+def outputs(opts: common.Options, args: argparse.Namespace, service: str) -> Outputs:
+    """Read the config, find the outputs, check them at the gate, and find the links.
+
+    Raises:
+        PubflowError: If the config lacks what publishing needs, or the gate refuses.
+    """
+    config = load_analysis(opts.config)
+    publication = common.publication(config, opts.config)
+    common.check_inspire_id(config, opts)
+    files = sources(opts.results, opts.report)
+    datasets = config.get("Datasets")
+    workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
+    # the config and manifest travel inside the workflow archive: they too must be the
+    # validated ones; and every output, but the record of the run (PROVENANCE)
+    check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True,
+               exempt=[f for n, f in files.items() if n == PROVENANCE])
+    found = links.discover(opts.publish_root, production=opts.production,
+                           hepdata=args.hepdata_url, code=args.code_url)
+    if not found.hepdata:
+        log.warning("%s: no HEPData record to link yet (publish it first: `python -m "
+                    "steps.publish hepdata --upload`, or give --hepdata-url)", service)
+    return Outputs(publication, files, workflow_inputs, found)
 
 
 def _real_doi(doi: Any, production: bool) -> str | None:
@@ -107,17 +152,6 @@ def _real_doi(doi: Any, production: bool) -> str | None:
     if not production and str(doi).startswith(PRODUCTION_DOI_PREFIX):
         return None
     return str(doi)
-
-
-def _describe_draft(dep: Mapping[str, Any], production: bool) -> dict[str, Any]:
-    reserved = ((dep.get("metadata") or {}).get("prereserve_doi") or {}).get("doi")
-    described = {"id": dep["id"], "bucket": dep["links"]["bucket"],
-                 "html": dep["links"].get("html", ""),
-                 "reserved_doi": _real_doi(reserved, production),
-                 "conceptrecid": dep.get("conceptrecid")}
-    if reserved and described["reserved_doi"] is None:
-        described["sandbox_reserved_doi"] = reserved  # as reported; resolves to nothing
-    return described
 
 
 def _draft_id(url: str) -> int | str:
@@ -133,157 +167,83 @@ def _remote_files(dep: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             for f in dep.get("files") or []}
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the run left on Zenodo.
-
-    Attributes:
-        deposition: The deposition id.
-        url: Where to look at it.
-        doi: Its DOI (registered if published, else reserved).
-        published: Whether it is public.
-        changed: Whether this run changed anything.
-    """
-
-    deposition: int | None
-    url: str
-    doi: str | None
-    published: bool
-    changed: bool
+def _md5s(dep: Mapping[str, Any]) -> dict[str, str]:
+    """A deposition's files: name -> md5."""
+    return {k: v["md5"] for k, v in _remote_files(dep).items()}
 
 
-class ZenodoPublisher(DepositPublisher[Outcome]):
+class ZenodoPublisher(VersionedPublisher):
     """One run of the Zenodo flow against one endpoint, resumable from the state file.
 
-    It takes :class:`~steps.publish.publisher.DepositPublisher`'s arguments, and:
-
-    Args:
-        new_version_of: A published deposition to continue (when the state has none).
+    It takes :class:`~steps.publish.publisher.VersionedPublisher`'s arguments
+    (``new_version_of``: a published deposition).
     """
 
     service = "Zenodo"
     collection = DEPOSITIONS
+    logger = log
+    noun = "deposition"
+    continues = "the latest published version's id"
+    drafts_remedy = " in Zenodo's web interface, then re-run"
 
-    def __init__(self, client: Client, state: State, bundle: Bundle, metadata: dict[str, Any],
-                 *, publish: bool, new_version_of: int | None, production: bool) -> None:
-        super().__init__(client, state, bundle, metadata, publish=publish,
-                         production=production)
-        self.new_version_of = new_version_of
+    # -- Zenodo's requests and answers ------------------------------------------------------
 
-    def _save(self) -> None:
-        self.state.save()
+    def _draft_path(self, dep_id: int | str) -> str:
+        return f"{DEPOSITIONS}/{dep_id}"
 
-    # -- what exists ------------------------------------------------------------------------
+    def _body(self) -> dict[str, Any]:
+        return {"metadata": self.metadata}
 
-    def _drafts(self) -> list[dict[str, Any]]:
-        """The account's unpublished depositions."""
-        found: list[dict[str, Any]] = []
-        for page in range(1, MAX_PAGES + 1):
-            batch = self.client.json(
-                "GET", DEPOSITIONS, what="list drafts",
-                params={"status": "draft", "sort": "mostrecent", "size": str(PAGE_SIZE),
-                        "page": str(page)}) or []
-            found += batch
-            if len(batch) < PAGE_SIZE:
-                break
-        return found
+    def _drafts_page(self, page: int) -> list[dict[str, Any]]:
+        return self.client.json(
+            "GET", DEPOSITIONS, what="list drafts",
+            params={"status": "draft", "sort": "mostrecent", "size": str(PAGE_SIZE),
+                    "page": str(page)}) or []
 
-    def _record_published(self, dep: Mapping[str, Any], metadata_sha: str | None) -> None:
-        doi = _real_doi(dep.get("doi"), self.production)
-        version = {
-            "id": dep["id"], "record_id": dep.get("record_id"), "doi": doi,
-            "conceptrecid": dep.get("conceptrecid"),
-            "conceptdoi": _real_doi(dep.get("conceptdoi"), self.production),
-            "url": (dep.get("doi_url") if doi else None) or dep.get("record_url")
-            or dep["links"].get("record_html") or dep["links"].get("html", ""),
-            "published": utc_now(),
-            "fingerprint": fingerprint({k: v["md5"] for k, v in _remote_files(dep).items()},
-                                       metadata_sha),
-        }
-        s = self.section
-        s["latest"] = version
-        s.setdefault("versions", []).append({k: version[k] for k in ("id", "doi", "published")})
-        for key in ("draft", "files", "metadata_sha256"):
-            s.pop(key, None)
-        log.info("Zenodo: published deposition %s, DOI %s", dep["id"], dep.get("doi"))
+    def _title(self, dep: Mapping[str, Any]) -> Any:
+        return (dep.get("metadata") or {}).get("title", dep.get("title"))
 
-    # -- pending requests -------------------------------------------------------------------
+    def _describe_draft(self, dep: Mapping[str, Any]) -> dict[str, Any]:
+        reserved = ((dep.get("metadata") or {}).get("prereserve_doi") or {}).get("doi")
+        described = {"id": dep["id"], "bucket": dep["links"]["bucket"],
+                     "html": dep["links"].get("html", ""),
+                     "reserved_doi": _real_doi(reserved, self.production),
+                     "conceptrecid": dep.get("conceptrecid")}
+        if reserved and described["reserved_doi"] is None:
+            described["sandbox_reserved_doi"] = reserved  # as reported; resolves to nothing
+        return described
 
-    def _settle_pending(self, pending: dict[str, Any]) -> None:
-        if pending["op"] == "create":
-            known = set(pending.get("known_drafts", []))
-            created = self._created_in_doubt(
-                [d for d in self._drafts() if d["id"] not in known
-                 and (d.get("metadata") or {}).get("title", d.get("title")) == pending["title"]],
-                pending["title"], " in Zenodo's web interface, then re-run")
-            if created is not None:
-                log.info("Zenodo: the lost creation did happen: adopting draft %s",
-                         created["id"])
-                self.section["draft"] = _describe_draft(created, self.production)
-                self.section["files"] = {}
-            else:
-                log.info("Zenodo: the lost creation did not happen")
-        elif pending["op"] == "publish":
-            dep = self._get(pending["id"], "did the publication happen?")
-            if dep is not None and dep.get("submitted"):
-                log.info("Zenodo: the lost publication did happen")
-                self._record_published(dep, pending.get("metadata_sha256"))
-            else:
-                log.info("Zenodo: the lost publication did not happen")
+    def _is_published(self, rec: Mapping[str, Any]) -> bool:
+        return bool(rec.get("submitted"))
 
-    # -- the draft --------------------------------------------------------------------------
+    def _version(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        doi = _real_doi(rec.get("doi"), self.production)
+        return {"id": rec["id"], "record_id": rec.get("record_id"), "doi": doi,
+                "conceptrecid": rec.get("conceptrecid"),
+                "conceptdoi": _real_doi(rec.get("conceptdoi"), self.production),
+                "url": (rec.get("doi_url") if doi else None) or rec.get("record_url")
+                or rec["links"].get("record_html") or rec["links"].get("html", "")}
 
-    def _open(self) -> dict[str, Any] | None:
-        """The draft to fill (resumed, created or a new version), or None if up to date."""
-        s = self.section
-        if s.get("draft"):
-            dep = self._get(s["draft"]["id"], "resume the draft")
-            if dep is None:
-                log.warning("Zenodo: draft %s no longer exists (discarded?); starting over",
-                            s["draft"]["id"])
-                for key in ("draft", "files", "metadata_sha256"):
-                    s.pop(key, None)
-                self._save()
-            elif dep.get("submitted"):
-                log.warning("Zenodo: draft %s was published outside pubflow", dep["id"])
-                self._record_published(dep, None)
-                self._save()
-            else:
-                if not s["draft"].get("bucket"):  # recorded before the draft was read
-                    s["draft"] = _describe_draft(dep, self.production)
-                    self._save()
-                return dep
-        latest = s.get("latest")
-        if latest is None and self.new_version_of is not None:
-            dep = self._get(self.new_version_of, "the version to continue")
-            if dep is None or not dep.get("submitted"):
-                raise PubflowError(f"Zenodo: deposition {self.new_version_of} is not a "
-                                   "published record of this account: --new-version-of needs "
-                                   "the latest published version's id")
-            self._record_published(dep, None)
-            self._save()
-            latest = s["latest"]
-        if latest is not None:
-            if _holds(latest, self.local, self.metadata_sha):
-                log.info("Zenodo: version %s (DOI %s) already holds exactly these files and "
-                         "metadata: nothing to do", latest["id"], latest.get("doi"))
-                return None
-            return self._new_version(latest)
-        return self._create()
+    def _published_files(self, rec: Mapping[str, Any]) -> dict[str, str]:
+        return _md5s(rec)
 
-    def _create(self) -> dict[str, Any]:
-        known = [d["id"] for d in self._drafts()]
-        with self.state.recording(self.endpoint, "create", title=self.metadata["title"],
-                                  known_drafts=known):
-            dep = self.client.json("POST", DEPOSITIONS, expect=(201,),
-                                   body=Body(json={"metadata": self.metadata}),
-                                   what="create the deposition")
-        self.section["draft"] = _describe_draft(dep, self.production)
-        self.section["files"] = {}
-        self.state.settle(self.endpoint)
-        self.changed = True
-        log.info("Zenodo: created draft %s", dep["id"])
-        return dep
+    def _draft_files(self, dep_id: int | str, what: str) -> dict[str, dict[str, Any]]:
+        listed = self.client.json("GET", f"{DEPOSITIONS}/{dep_id}/files", what=what) or []
+        return _remote_files({"files": listed})
+
+    def _resume(self, dep_id: int | str
+                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        dep = self._get(dep_id, "resume the draft")
+        if dep is None:
+            return None, None
+        if dep.get("submitted"):
+            return None, dep
+        if not self.section["draft"].get("bucket"):  # recorded before the draft was read
+            self.section["draft"] = self._describe_draft(dep)
+            self.state.save()
+        return dep, None
+
+    # -- new versions -----------------------------------------------------------------------
 
     def _version_draft(self, latest: Mapping[str, Any]) -> dict[str, Any] | None:
         """The unpublished new version of ``latest``'s concept record, if one exists."""
@@ -306,9 +266,9 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
     def _adopt(self, draft: Mapping[str, Any], latest_id: int) -> dict[str, Any]:
         if draft.get("submitted"):
             raise PubflowError(f"Zenodo: no new version draft was opened for {latest_id}")
-        self.section["draft"] = _describe_draft(draft, self.production)
+        self.section["draft"] = self._describe_draft(draft)
         self.section["files"] = {}
-        self._save()
+        self.state.save()
         self.changed = True
         return dict(draft)
 
@@ -351,21 +311,17 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
                                      "reserved_doi": None,
                                      "conceptrecid": latest.get("conceptrecid")}
             self.section["files"] = {}
-            self._save()
+            self.state.save()
             draft = self._adopt(self.client.json("GET", url, what="the new version"),
                                 latest_id)
         log.info("Zenodo: opened new version %s of %s", draft["id"], latest_id)
         return draft
 
-    # -- files, metadata, checks, publication -----------------------------------------------
+    # -- files ------------------------------------------------------------------------------
 
     def _listed(self, dep: Mapping[str, Any]) -> Callable[[], set[str]]:
         """The names of the deposition's files, as Zenodo lists them now."""
-        def names() -> set[str]:
-            listed = self.client.json("GET", f"{DEPOSITIONS}/{dep['id']}/files",
-                                      what="list the files") or []
-            return set(_remote_files({"files": listed}))
-        return names
+        return lambda: set(self._draft_files(dep["id"], "list the files"))
 
     def _sync_files(self, dep: Mapping[str, Any]) -> None:
         bucket = dep["links"]["bucket"]
@@ -375,68 +331,20 @@ class ZenodoPublisher(DepositPublisher[Outcome]):
         for name in sorted(set(remote) - set(self.local)):
             buckets.delete_object(self.client, bucket, name, listed)
             done.pop(name, None)
-            self._save()
+            self.state.save()
             self.changed = True
         for file in self.bundle.files:
             if remote.get(file.name, {}).get("md5") == file.md5:
                 if done.get(file.name, {}).get("md5") != file.md5:
                     done[file.name] = {"md5": file.md5, "size": file.size}
-                    self._save()
+                    self.state.save()
                 continue
             if file.name in remote:
                 buckets.delete_object(self.client, bucket, file.name, listed)
             buckets.put_file(self.client, bucket, self.bundle, file, listed)
             done[file.name] = {"md5": file.md5, "size": file.size}
-            self._save()
+            self.state.save()
             self.changed = True
-
-    def _send_metadata(self, dep: Mapping[str, Any]) -> None:
-        self.client.json("PUT", f"{DEPOSITIONS}/{dep['id']}", expect=(200,),
-                         body=Body(json={"metadata": self.metadata}), what="set the metadata")
-
-    def _verify(self, dep: Mapping[str, Any]) -> None:
-        listed = self.client.json("GET", f"{DEPOSITIONS}/{dep['id']}/files",
-                                  what="check the files") or []
-        remote = _remote_files({"files": listed})
-        problems = []
-        for file in self.bundle.files:
-            got = remote.get(file.name)
-            if got is None:
-                problems.append(f"{file.name} is missing")
-            elif got["md5"] != file.md5 or got.get("size") not in (None, file.size):
-                problems.append(f"{file.name} differs (md5 {got['md5']}, {got.get('size')} "
-                                f"bytes; local md5 {file.md5}, {file.size} bytes)")
-        extra = sorted(set(remote) - set(self.local))
-        problems += [f"{name} should not be there" for name in extra]
-        if problems:
-            done = self.section.get("files", {})
-            for name in list(done):
-                if name not in remote or remote[name]["md5"] != self.local.get(name):
-                    done.pop(name)
-            self._save()
-            raise PubflowError("Zenodo: the draft's files do not match the bundle, so it was "
-                               f"not published: {'; '.join(problems)}. Re-run to repair it")
-        log.info("Zenodo: all %d files present with the local checksums", len(self.local))
-
-    def _publish(self, dep: Mapping[str, Any]) -> dict[str, Any]:
-        with self.state.recording(self.endpoint, "publish", id=dep["id"],
-                                  metadata_sha256=self.metadata_sha):
-            published = self.client.json("POST", f"{DEPOSITIONS}/{dep['id']}/actions/publish",
-                                         expect=(202,), what="publish")
-        self._record_published(published, self.metadata_sha)
-        self.state.settle(self.endpoint)
-        self.changed = True
-        return published
-
-    def _outcome(self) -> Outcome:
-        s = self.section
-        if s.get("draft"):
-            draft = s["draft"]
-            return Outcome(draft["id"], draft.get("html", ""), draft.get("reserved_doi"),
-                           published=False, changed=self.changed)
-        latest = s["latest"]
-        return Outcome(latest["id"], latest.get("url", ""), latest.get("doi"), published=True,
-                       changed=self.changed)
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -459,16 +367,8 @@ def plan_steps(
     api = f"{base}/{DEPOSITIONS}"
     local = {f.name: f.md5 for f in files}
     metadata_sha = digest(metadata)
-    steps: list[Step] = []
-    notes: list[str] = []
-    pending = section.get("pending")
-    if pending:
-        notes.append(f"a {pending['op']} request sent {pending['started']} has an unknown "
-                     "outcome: the upload first asks Zenodo what happened")
-        steps.append(Step("settle-pending", "GET",
-                          f"{api}?status=draft" if pending["op"] == "create"
-                          else f"{api}/{pending.get('id')}",
-                          note=f"did the pending {pending['op']} happen?"))
+    steps, notes = plan_settle(section, drafts=f"{api}?status=draft", records=api,
+                               service="Zenodo")
     draft, latest = section.get("draft"), section.get("latest")
     inherited: dict[str, str] = {}
     if draft:
@@ -478,10 +378,8 @@ def plan_steps(
         inherited = {k: v["md5"] for k, v in section.get("files", {}).items()}
     elif latest or new_version_of:
         latest_id = latest["id"] if latest else new_version_of
-        if latest and _holds(latest, local, metadata_sha):
-            notes.append(f"version {latest['id']} (DOI {latest.get('doi')}) already holds "
-                         "exactly these files and metadata: nothing would be sent")
-            return steps, notes
+        if up_to_date := plan_up_to_date(latest, files, metadata_sha):
+            return steps, [*notes, up_to_date]
         if not latest:
             steps.append(Step("find-version", "GET", f"{api}/{latest_id}",
                               note="--new-version-of: must be published"))
@@ -516,12 +414,9 @@ def plan_steps(
         steps.append(Step("set-metadata", "PUT", f"{api}/{dep_id}", body=METADATA))
     steps.append(Step("verify", "GET", f"{api}/{dep_id}/files",
                       note="every file present with the local md5 and size, nothing else"))
-    if publish:
-        steps.append(Step("publish", "POST", f"{api}/{dep_id}/actions/publish",
-                          note="registers the DOI; a published version can no longer change"))
-    else:
-        notes.append("the deposit stays a draft: review it on Zenodo, then re-run with "
-                     "--publish")
+    plan_publish(steps, notes, f"{api}/{dep_id}/actions/publish", publish=publish,
+                 stays="the deposit stays a draft: review it on Zenodo, then re-run with "
+                       "--publish")
     return steps, notes
 
 
@@ -556,59 +451,29 @@ def main(args: argparse.Namespace) -> None:
                        "the deposit:write and deposit:actions scopes") if opts.upload else None
     redactor.add(token)
     with redacted_logging(redactor):
-        config = load_analysis(opts.config)
-        publication = common.publication(config, opts.config)
-        common.check_inspire_id(config, opts)
-        files = sources(opts.results, opts.report)
-        datasets = config.get("Datasets")
-        workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
-        # the config and manifest travel inside the workflow archive: they too must be the
-        # validated ones. Every output must be vouched for, but the record of the run, which
-        # describes the validation too and so is written after it
-        check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True,
-                   exempt=[f for n, f in files.items() if n == "ro-crate-metadata.json"])
+        record = outputs(opts, args, "Zenodo")
         state = State(opts.state_path, "zenodo", redactor)
-        found = links.discover(opts.publish_root, production=opts.production,
-                               hepdata=args.hepdata_url, code=args.code_url)
-        if not found.hepdata:
-            log.warning("Zenodo: no HEPData record to link yet (publish it first: `python -m "
-                        "steps.publish hepdata --upload`, or give --hepdata-url)")
-        names = ["pubflow-workflow.tar.gz", *files]
-        metadata = zenodo_metadata(publication, files=names, links=found,
+        metadata = zenodo_metadata(record.publication, files=record.names, links=record.links,
                                    license_id=args.license, upload_type=args.upload_type)
         validate(metadata, "zenodo-metadata", f"{opts.config} (Publication, as Zenodo metadata)")
-        if args.publish and opts.production and not found.hepdata:
-            raise PubflowError("refusing to publish on Zenodo without the link to the HEPData "
-                               "record: publish HEPData first or give --hepdata-url")
+        common.check_hepdata_link(record.links, opts, publish=args.publish, service="Zenodo")
 
         def documents(bundle_files: tuple[BundleFile, ...]) -> dict[str, Any]:
             steps, notes = plan_steps(bundle_files, metadata, state.peek(opts.base_url),
                                       base=opts.base_url, publish=args.publish,
                                       new_version_of=args.new_version_of)
-            plan = plan_document("zenodo", endpoint=opts.base_url, production=opts.production,
-                                 upload=opts.upload, publish=args.publish,
-                                 credentials={TOKEN_ENV: "Authorization: Bearer header"},
-                                 steps=steps, notes=notes)
-            validate(plan, "publish-plan", opts.out / "bundle" / PLAN)
-            return {METADATA: {"metadata": metadata}, PLAN: plan}
+            return {METADATA: {"metadata": metadata},
+                    PLAN: common.plan(opts, steps, notes, publish=args.publish,
+                                      credentials=CREDENTIALS)}
 
-        bundle = write_bundle(opts.out, files, documents, workflow_root=opts.root,
-                              workflow_extra=workflow_inputs)
+        bundle = write_bundle(opts.out, record.files, documents, workflow_root=opts.root,
+                              workflow_extra=record.workflow_inputs)
         if not opts.upload:
-            log.info("dry run: bundle and plan (%d requests) in %s; nothing was sent",
-                     len(bundle.documents[PLAN]["requests"]), bundle.path)
+            common.log_dry_run(bundle)
             return
-        client = Client("Zenodo", opts.base_url, redactor=redactor, policy=opts.policy,
-                        headers={"Authorization": f"Bearer {token}"})
-        try:
-            with state.locked():
-                publisher = ZenodoPublisher(client, state, bundle, metadata,
-                                            publish=args.publish,
-                                            new_version_of=args.new_version_of,
-                                            production=opts.production)
-                outcome = common.resumable(publisher.run, opts.policy, "Zenodo")
-        finally:
-            client.close()
-        status = "published" if outcome.published else "draft (not public; --publish to publish)"
-        log.info("Zenodo %s: deposition %s, %s, DOI %s%s", opts.kind, outcome.deposition,
-                 status, outcome.doi or "(none yet)", f", {outcome.url}" if outcome.url else "")
+        outcome = common.send(
+            "Zenodo", opts, state, redactor, token=token,
+            start=lambda client: ZenodoPublisher(
+                client, state, bundle, metadata, publish=args.publish,
+                new_version_of=args.new_version_of, production=opts.production).run)
+        common.log_outcome("Zenodo", opts, "deposition", outcome)

@@ -40,12 +40,13 @@ CAP_TOKEN = "cap-tok-77aa31c0de9b4f12a3c5"
 HEPDATA_PASSWORD = "hd-pass-5e6f7a8b9c0d1e2f"
 HEPDATA_COOKIE = "hd-cookie-0a1b2c3d4e5f6a7b"
 HEPDATA_EMAIL = "uploader@example.org"
-SECRETS = (ZENODO_TOKEN, CAP_TOKEN, HEPDATA_PASSWORD, HEPDATA_COOKIE)
+INVENIORDM_TOKEN = "rdm-tok-4c1d9e77b0a2f35e8d61"
+SECRETS = (ZENODO_TOKEN, CAP_TOKEN, HEPDATA_PASSWORD, HEPDATA_COOKIE, INVENIORDM_TOKEN)
 #: The test repository's CADI line (CAP's pattern; the bundled open-data analysis has none).
 CADI_ID = "TST-26-001"
 ENV = {"ZENODO_TOKEN": ZENODO_TOKEN, "CAP_ACCESS_TOKEN": CAP_TOKEN,
        "HEPDATA_PASSWORD": HEPDATA_PASSWORD, "HEPDATA_INVITATION_COOKIE": HEPDATA_COOKIE,
-       "HEPDATA_EMAIL": HEPDATA_EMAIL}
+       "HEPDATA_EMAIL": HEPDATA_EMAIL, "INVENIORDM_TOKEN": INVENIORDM_TOKEN}
 
 #: Network options for tests: no waiting, short timeouts, one try (or as given).
 def net(tries: int = 1, timeout: float = 0.5) -> list[str]:
@@ -97,6 +98,13 @@ def write_report(root: Path, valid: bool = True) -> None:
     report = root / "results" / "validation" / "report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"valid": valid, "checks": checks}, indent=2) + "\n")
+
+
+def change_results(repo: Path) -> None:
+    """A changed fit result and one figure fewer, validated again (as the workflow does)."""
+    (repo / "results/fit/results.json").write_text('{"mu": 1.05}')
+    (repo / "results/fit/figures/brazil.png").unlink()
+    write_report(repo)
 
 
 def make_repo(root: Path) -> Path:

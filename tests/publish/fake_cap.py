@@ -38,7 +38,16 @@ from jsonschema.validators import extend
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from .fakes import FakeService, Request, Response, bearer, bucket_change, error, md5
+from .fakes import (
+    FakeService,
+    Request,
+    Response,
+    bearer,
+    bucket_change,
+    by_method,
+    error,
+    md5,
+)
 
 #: CAP's schema fixtures, as the repository ships them (tests/data/cap/SOURCE.md).
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "cap" / "schemas"
@@ -249,36 +258,57 @@ class FakeCAP(FakeService):
     def _deposits(self, request: Request, rest: list[str]) -> Response:
         m = request.method
         if not rest:
-            if m == "GET":
-                # invenio_records_rest/views.py RecordsListResource.get with
-                # cap/modules/search/query.py cap_search_factory (by_me: created_by the user)
-                by_me = request.query.get("by_me", [""])[0].lower() == "true"
-                hits = [self.resource(d) for d in self.deposits.values()
-                        if not by_me or d.owner == ME]
-                return Response.json(200, {"hits": {"hits": hits, "total": len(hits)}})
-            if m == "POST":
-                return self._create(request)
-            return error(405, "Method not allowed")
+            return by_method(request, {"GET": lambda: self._search(request),
+                                       "POST": lambda: self._create(request)})
         dep = self.deposits.get(rest[0])
         if dep is None:
             # invenio_records_rest/errors.py PIDDoesNotExistRESTError
             return error(404, "PID does not exist.")
         if len(rest) == 1:
-            if m == "GET":
-                # invenio_records_rest/views.py RecordResource.get, CAP's serializer
-                # (cap/modules/deposit/serializers) reduced to the fields pubflow reads
-                return Response.json(200, self.resource(dep))
-            if m == "PUT":
-                return self._put(request, dep)
-            if m == "PATCH":
-                return self._patch(request, dep)
-            return error(405, "Method not allowed")
+            return by_method(request, {"GET": lambda: self._read(dep),
+                                       "PUT": lambda: self._put(request, dep),
+                                       "PATCH": lambda: self._patch(request, dep)})
         if len(rest) == 3 and rest[1] == "actions" and m == "POST":
             if rest[2] == "publish":
                 return self._publish(dep)
             if rest[2] == "edit":
                 return self._edit(dep)
         return error(404, "Not found")
+
+    def _search(self, request: Request) -> Response:
+        """``GET /api/deposits/``: invenio_records_rest/views.py RecordsListResource.get with
+        cap/modules/search/query.py cap_search_factory (by_me: created_by the user)."""
+        by_me = request.query.get("by_me", [""])[0].lower() == "true"
+        hits = [self.resource(d) for d in self.deposits.values() if not by_me or d.owner == ME]
+        return Response.json(200, {"hits": {"hits": hits, "total": len(hits)}})
+
+    def _read(self, dep: Deposit) -> Response:
+        """``GET /api/deposits/<pid>``: invenio_records_rest/views.py RecordResource.get,
+        CAP's serializer (cap/modules/deposit/serializers) reduced to the fields pubflow
+        reads."""
+        return Response.json(200, self.resource(dep))
+
+    @staticmethod
+    def _body(request: Request) -> tuple[Any, Response | None]:
+        """The JSON body, or the refusal of a malformed or empty one, as ``_create``,
+        ``_put`` and ``_patch`` below each answer it."""
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        if body is None:
+            return None, error(400, "Could not load data.")
+        return body, None
+
+    def _commit(self, dep: Deposit, metadata: dict[str, Any]) -> Response:
+        """Store a PUT's or PATCH's result once CAPDeposit.validate passes on commit (422,
+        DepositValidationError)."""
+        errors = list(self._draft_errors(dep.schema, metadata, dep.pid))
+        if errors:
+            return self._field_errors(422, errors)
+        dep.metadata = metadata
+        dep.revision += 1
+        return Response.json(200, self.resource(dep))
 
     def _create(self, request: Request) -> Response:
         """``POST /api/deposits/``: invenio_records_rest/views.py RecordsListResource.post
@@ -289,10 +319,9 @@ class FakeCAP(FakeService):
         invenio_records/api.py Record.create -> Record.validate (invenio-records 1.3.0) with
         NoRequiredValidator: jsonschema.validate raises the best match, answered by
         invenio_records_rest/errors.py JSONSchemaValidationError (400)."""
-        try:
-            body = request.json()
-        except ValueError:
-            return error(400, "Could not load data.")
+        body, refused = self._body(request)
+        if refused:
+            return refused
         if not isinstance(body, dict):
             return error(400, "Could not load data.")
         if "$schema" in body:
@@ -311,10 +340,9 @@ class FakeCAP(FakeService):
                               "resource. It is either read-protected or not readable by the "
                               "server.")
         # the loader runs after the permission check, which reads the schema
-        mimetype = request.header("Content-Type").split(";")[0].strip()
-        if mimetype not in ("application/json", "application/json-patch+json"):
-            return error(415, f'Unsupported media type "{mimetype}".')
-        data = json_v1_load(body) if mimetype == "application/json" else dict(body)
+        if request.mimetype not in ("application/json", "application/json-patch+json"):
+            return error(415, f'Unsupported media type "{request.mimetype}".')
+        data = json_v1_load(body) if request.mimetype == "application/json" else dict(body)
         data.pop("$ana_type", None)
         data.pop("$schema", None)
         found = best_match(self._draft_errors(name, data, None))
@@ -330,28 +358,19 @@ class FakeCAP(FakeService):
         PRESERVE_FIELDS), CAPDeposit.update (pop_from_data) and CAPDeposit.validate on
         commit (422, DepositValidationError); invenio_deposit/api.py has_status refuses a
         published deposit (403)."""
-        mimetype = request.header("Content-Type").split(";")[0].strip()
-        if mimetype not in ("application/json", "application/json-patch+json"):
-            return error(415, f'Unsupported media type "{mimetype}".')
-        try:
-            body = request.json()
-        except ValueError:
-            return error(400, "Could not load data.")
-        if body is None:
-            return error(400, "Could not load data.")
+        if request.mimetype not in ("application/json", "application/json-patch+json"):
+            return error(415, f'Unsupported media type "{request.mimetype}".')
+        body, refused = self._body(request)
+        if refused:
+            return refused
         if dep.status != "draft":
             return error(403, INVALID_ACTION)
-        data = json_v1_load(body) if mimetype == "application/json" else body
+        data = json_v1_load(body) if request.mimetype == "application/json" else body
         if not isinstance(data, dict):
             return error(400, "Could not load data.")
         new = {k: v for k, v in dep.metadata.items() if k in PUT_IGNORES}
         new.update({k: v for k, v in data.items() if k not in PUT_IGNORES})
-        errors = list(self._draft_errors(dep.schema, new, dep.pid))
-        if errors:
-            return self._field_errors(422, errors)
-        dep.metadata = new
-        dep.revision += 1
-        return Response.json(200, self.resource(dep))
+        return self._commit(dep, new)
 
     def _patch(self, request: Request, dep: Deposit) -> Response:
         """``PATCH /api/deposits/<pid>``: invenio_records_rest/views.py RecordResource.patch
@@ -359,16 +378,12 @@ class FakeCAP(FakeService):
         400) with cap/modules/deposit/api.py CAPDeposit.patch (pop_from_data_patch),
         invenio_deposit/api.py Deposit.patch (has_status: 403 when published) and
         CAPDeposit.validate on commit (422, DepositValidationError)."""
-        mimetype = request.header("Content-Type").split(";")[0].strip()
-        if mimetype != "application/json-patch+json":
+        if request.mimetype != "application/json-patch+json":
             return error(415, "Invalid 'Content-Type' header. Expected one of: "
                               "application/json-patch+json")
-        try:
-            ops = request.json()
-        except ValueError:
-            return error(400, "Could not load data.")
-        if ops is None:
-            return error(400, "Could not load data.")
+        ops, refused = self._body(request)
+        if refused:
+            return refused
         if isinstance(ops, list):
             ops = [op for op in ops if not (isinstance(op, dict)
                                             and op.get("path") in PATCH_DROPS)]
@@ -378,12 +393,7 @@ class FakeCAP(FakeService):
             return error(400, "Could not patch JSON.")
         if dep.status != "draft":
             return error(403, INVALID_ACTION)
-        errors = list(self._draft_errors(dep.schema, patched, dep.pid))
-        if errors:
-            return self._field_errors(422, errors)
-        dep.metadata = patched
-        dep.revision += 1
-        return Response.json(200, self.resource(dep))
+        return self._commit(dep, patched)
 
     def _publish(self, dep: Deposit) -> Response:
         """``POST .../actions/publish``: invenio_deposit/views/rest.py

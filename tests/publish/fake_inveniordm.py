@@ -21,7 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from .fakes import FakeService, Request, Response, bearer, error, md5
+from .fakes import (
+    FakeService,
+    Request,
+    Response,
+    bearer,
+    damaged,
+    error,
+    field_error,
+    md5,
+    validation_error,
+)
 
 #: What this fake does not do that InvenioRDM does (pubflow depends on none of it).
 DIFFERENCES = (
@@ -305,10 +315,13 @@ class FakeInvenioRDM(FakeService):
         if len(parts) < 2 or parts[0] != "records":
             return error(404, "Not Found")
         rec_id, rest = parts[1], parts[2:]
-        routes = {
+        # a published record's routes, then a draft's (the draft resolves its record first)
+        record_routes = {
             ((), "GET"): self._read,
             (("versions",), "POST"): self._new_version,
             (("files",), "GET"): self._record_files,
+        }
+        draft_routes = {
             (("draft",), "GET"): self._read_draft,
             (("draft",), "PUT"): self._update_draft,
             (("draft", "actions", "publish"), "POST"): self._publish,
@@ -316,23 +329,40 @@ class FakeInvenioRDM(FakeService):
             (("draft", "files"), "GET"): self._list_files,
             (("draft", "files"), "POST"): self._init_files,
         }
-        handler = routes.get((tuple(rest), m))
-        if handler is not None:
-            return handler(request, rec_id)
+        file_routes = {((), "DELETE"): self._delete_file,
+                       (("content",), "PUT"): self._set_content,
+                       (("commit",), "POST"): self._commit}
+        if (handler := record_routes.get((tuple(rest), m))) is not None:
+            rec = self.records.get(rec_id)
+            if rec is None:
+                return self._not_found()
+            if not rec.published:
+                # the PID of a draft never published is not registered: PIDUnregistered
+                # (invenio-records-resources resources/errors.py ErrorHandlersMixin)
+                return error(404, "The persistent identifier is not registered.")
+            return handler(request, rec)
+        if (handler := draft_routes.get((tuple(rest), m))) is not None:
+            draft = self._draft(rec_id)
+            return handler(request, draft) if draft is not None else self._not_found()
         if rest[:2] == ["draft", "files"] and len(rest) >= 3:
             key, tail = rest[2], rest[3:]
-            file_routes = {((), "DELETE"): self._delete_file,
-                           (("content",), "PUT"): self._set_content,
-                           (("commit",), "POST"): self._commit}
-            file_handler = file_routes.get((tuple(tail), m))
-            if file_handler is not None:
-                return file_handler(request, rec_id, key)
+            if (file_handler := file_routes.get((tuple(tail), m))) is not None:
+                draft = self._draft(rec_id)
+                if draft is None:
+                    return self._not_found()
+                if key not in draft.files:
+                    # FileKeyNotFoundError, 404 (invenio-records-resources errors.py), raised
+                    # by the FileService method each file handler names
+                    return error(404, f"Record '{rec_id}' has no file '{key}'.")
+                return file_handler(request, draft, key)
         # flask answers 405 for a known URL and another method; 404 otherwise
         return error(404, "Not Found")
 
     # -- records and drafts
 
     def _draft(self, rec_id: str) -> Record | None:
+        """The draft ``rec_id`` (a published record has none: RecordService.read_draft's
+        DraftNotCreatedError, a PIDDoesNotExistError: 404)."""
         rec = self.records.get(rec_id)
         return rec if rec is not None and not rec.published else None
 
@@ -345,8 +375,7 @@ class FakeInvenioRDM(FakeService):
     def _json_body(request: Request) -> tuple[Any, Response | None]:
         # flask-resources request_body_parser: JSON only (InvalidContentType, 415), and
         # JSONDecodeError -> 400 (ErrorHandlersMixin)
-        ctype = request.header("Content-Type").split(";")[0].strip()
-        if ctype and ctype != "application/json":
+        if request.mimetype and request.mimetype != "application/json":
             return None, error(415, "Invalid 'Content-Type' header. Expected one of: "
                                     "application/json")
         try:
@@ -395,8 +424,7 @@ class FakeInvenioRDM(FakeService):
             return refused
         body = body or {}
         if not isinstance(body, dict):
-            return error(400, "A validation error occurred.",
-                         [{"field": "_schema", "messages": ["Invalid input type."]}])
+            return field_error("_schema", "Invalid input type.")
         if message := vocabulary_error(body.get("metadata")):
             return error(400, message)
         errors = validate_metadata(body.get("metadata", {}), doi=False)
@@ -425,47 +453,31 @@ class FakeInvenioRDM(FakeService):
                                                                 else "Invalid value."]}
         return None
 
-    def _read(self, request: Request, rec_id: str) -> Response:
+    def _read(self, request: Request, rec: Record) -> Response:
         # invenio-records-resources invenio_records_resources/resources/records/resource.py
         # RecordResource.read (200); the PID of a draft never published is not registered:
         # PIDUnregistered, 404 (invenio-records-resources resources/errors.py ErrorHandlersMixin)
-        rec = self.records.get(rec_id)
-        if rec is None:
-            return self._not_found()
-        if not rec.published:
-            return error(404, "The persistent identifier is not registered.")
         return Response.json(200, self.resource(rec))
 
-    def _record_files(self, request: Request, rec_id: str) -> Response:
+    def _record_files(self, request: Request, rec: Record) -> Response:
         # invenio-rdm-records invenio_rdm_records/resources/config.py RDMRecordFilesResourceConfig
         # (/records/<pid_value>/files) -> invenio-records-resources
         # invenio_records_resources/resources/files/resource.py FileResource.search (200)
-        rec = self.records.get(rec_id)
-        if rec is None:
-            return self._not_found()
-        if not rec.published:
-            return error(404, "The persistent identifier is not registered.")
         return Response.json(200, self._file_list(rec))
 
-    def _read_draft(self, request: Request, rec_id: str) -> Response:
+    def _read_draft(self, request: Request, rec: Record) -> Response:
         # invenio-drafts-resources invenio_drafts_resources/resources/records/resource.py
         # RecordResource.read_draft (200) -> invenio_drafts_resources/services/records/service.py
         # RecordService.read_draft; a published record has no draft: DraftNotCreatedError, a
         # PIDDoesNotExistError (404)
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         return Response.json(200, self.resource(rec))
 
-    def _update_draft(self, request: Request, rec_id: str) -> Response:
+    def _update_draft(self, request: Request, rec: Record) -> Response:
         # invenio-drafts-resources invenio_drafts_resources/resources/records/resource.py
         # RecordResource.update_draft (200) -> invenio_drafts_resources/services/records/service.py
         # RecordService.update_draft (saved with errors, like create);
         # invenio_drafts_resources/services/records/components/base.py
         # BaseRecordFilesComponent.update_draft warns about missing files
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         body, refused = self._json_body(request)
         if refused:
             return refused
@@ -482,7 +494,7 @@ class FakeInvenioRDM(FakeService):
             errors.append({"field": "files.enabled", "messages": [NO_FILES]})
         return Response.json(200, self.resource(rec, errors))
 
-    def _publish(self, request: Request, rec_id: str) -> Response:
+    def _publish(self, request: Request, rec: Record) -> Response:
         # invenio-drafts-resources invenio_drafts_resources/resources/records/resource.py
         # RecordResource.publish (202) -> invenio_drafts_resources/services/records/service.py
         # RecordService.publish: strict validation (_validate_draft), then
@@ -490,22 +502,17 @@ class FakeInvenioRDM(FakeService):
         # BaseRecordFilesComponent.publish (files present and committed), then invenio-rdm-records
         # invenio_rdm_records/services/pids/providers/datacite.py DataCitePIDProvider.validate (a
         # publisher)
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         metadata = rec.body.get("metadata", {})
         errors = validate_metadata(metadata, doi=False)
         if errors:
-            return error(400, "A validation error occurred.", errors)
+            return validation_error(errors)
         if rec.files_enabled and not rec.files:
-            return error(400, "A validation error occurred.",
-                         [{"field": "files.enabled", "messages": [NO_FILES]}])
+            return field_error("files.enabled", NO_FILES)
         if rec.files_enabled and not all(f.committed for f in rec.files.values()):
-            return error(400, "A validation error occurred.",
-                         [{"field": "files", "messages": [NOT_COMMITTED]}])
+            return field_error("files", NOT_COMMITTED)
         if doi_errors := [e for e in validate_metadata(metadata, doi=self.doi)
                           if e["field"] == "metadata.publisher"]:
-            return error(400, "A validation error occurred.", doi_errors)
+            return validation_error(doi_errors)
         rec.published = True
         rec.publishes += 1
         rec.revision += 1
@@ -513,7 +520,7 @@ class FakeInvenioRDM(FakeService):
             del self.next_draft[rec.parent]
         return Response.json(202, self.resource(rec))
 
-    def _new_version(self, request: Request, rec_id: str) -> Response:
+    def _new_version(self, request: Request, rec: Record) -> Response:
         # invenio-drafts-resources invenio_drafts_resources/resources/records/resource.py
         # RecordResource.new_version (201) -> invenio_drafts_resources/services/records/service.py
         # RecordService.new_version: the record must be published; an existing new-version draft is
@@ -522,11 +529,6 @@ class FakeInvenioRDM(FakeService):
         # publication_date and version, then sets publication_date to today) and no files
         # (invenio_drafts_resources/services/records/components/base.py
         # BaseRecordFilesComponent.new_version copies only files.enabled)
-        rec = self.records.get(rec_id)
-        if rec is None:
-            return self._not_found()
-        if not rec.published:
-            return error(404, "The persistent identifier is not registered.")
         if (existing := self.next_draft.get(rec.parent)) is not None:
             return Response.json(201, self.resource(self.records[existing]))
         siblings = [r for r in self.records.values() if r.parent == rec.parent]
@@ -541,31 +543,23 @@ class FakeInvenioRDM(FakeService):
         self.next_draft[rec.parent] = new.id
         return Response.json(201, self.resource(new))
 
-    def _import_files(self, request: Request, rec_id: str) -> Response:
+    def _import_files(self, request: Request, rec: Record) -> Response:
         # invenio-drafts-resources invenio_drafts_resources/resources/records/resource.py
         # RecordResource.import_files (201) -> invenio_drafts_resources/services/records/service.py
         # RecordService.import_files ->
         # invenio_drafts_resources/services/records/components/base.py
         # BaseRecordFilesComponent.import_files: files enabled, none yet, then the latest published
         # version's files are copied
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         siblings = [r for r in self.records.values() if r.parent == rec.parent and r.published]
         if not siblings:
             return error(404, "The persistent identifier is not registered.")
         previous = max(siblings, key=lambda r: r.index)
         if not rec.files_enabled:
-            return error(400, "A validation error occurred.",
-                         [{"field": "files.enabled",
-                           "messages": ["Files support must be enabled."]}])
+            return field_error("files.enabled", "Files support must be enabled.")
         if rec.files:
-            return error(400, "A validation error occurred.",
-                         [{"field": "files.enabled",
-                           "messages": ["Please remove all files first."]}])
+            return field_error("files.enabled", "Please remove all files first.")
         if not previous.files_enabled:
-            return error(400, "A validation error occurred.",
-                         [{"field": "files.enabled", "messages": ["The record has no files."]}])
+            return field_error("files.enabled", "The record has no files.")
         rec.files = {k: FakeFile(f.data, True, _now()) for k, f in previous.files.items()}
         return Response.json(201, self._file_list(rec))
 
@@ -574,46 +568,37 @@ class FakeInvenioRDM(FakeService):
     # invenio-records-resources invenio_records_resources/resources/files/config.py
     # FileResourceConfig
 
-    def _list_files(self, request: Request, rec_id: str) -> Response:
+    def _list_files(self, request: Request, rec: Record) -> Response:
         # invenio-records-resources invenio_records_resources/resources/files/resource.py
         # FileResource.search (200) -> invenio_records_resources/services/files/service.py
         # FileService.list_files
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         return Response.json(200, self._file_list(rec))
 
-    def _init_files(self, request: Request, rec_id: str) -> Response:
+    def _init_files(self, request: Request, rec: Record) -> Response:
         # invenio-records-resources invenio_records_resources/resources/files/resource.py
         # FileResource.create (201) -> invenio_records_resources/services/files/service.py
         # FileService.init_files: a list of {"key"}; a key that exists is refused by
         # invenio_records_resources/records/systemfields/files/manager.py FilesManager.create
         # (invenio-files-rest InvalidKeyError, 400)
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
         data, refused = self._json_body(request)
         if refused:
             return refused
         if not isinstance(data, list):
-            return error(400, "A validation error occurred.",
-                         [{"field": "_schema", "messages": ["Invalid input type."]}])
+            return field_error("_schema", "Invalid input type.")
         if not data:
-            return error(400, "A validation error occurred.",
-                         [{"field": "_schema", "messages": ["No files to upload."]}])
+            return field_error("_schema", "No files to upload.")
         if not rec.files_enabled:
             return error(400, "Files are not enabled.")
         for i, item in enumerate(data):
             if not isinstance(item, dict) or not item.get("key"):
-                return error(400, "A validation error occurred.",
-                             [{"field": f"{i}.key", "messages": [REQUIRED]}])
+                return field_error(f"{i}.key", REQUIRED)
             if item["key"] in rec.files:
                 return error(400, f"File with key {item['key']} already exists.")
         for item in data:
             rec.files[item["key"]] = FakeFile(created=_now())
         return Response.json(201, self._file_list(rec))
 
-    def _set_content(self, request: Request, rec_id: str, key: str) -> Response:
+    def _set_content(self, request: Request, rec: Record, key: str) -> Response:
         # invenio-records-resources invenio_records_resources/resources/files/resource.py
         # FileResource.update_content (200) -> invenio_records_resources/services/files/service.py
         # FileService.set_file_content: the key must be started (FileKeyNotFoundError, 404);
@@ -622,13 +607,7 @@ class FakeInvenioRDM(FakeService):
         # committed") drops the entry and answers 200 with errors
         # (services/files/components/content.py FileContentComponent.set_file_content,
         # services/files/upload.py FileUpload._set_content_in_uow)
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
-        if key not in rec.files:
-            return error(404, f"Record '{rec_id}' has no file '{key}'.")
-        ctype = request.header("Content-Type").split(";")[0].strip()
-        if ctype and ctype != "application/octet-stream":
+        if request.mimetype and request.mimetype != "application/octet-stream":
             return error(415, "Invalid 'Content-Type' header. Expected one of: "
                               "application/octet-stream")
         f = rec.files[key]
@@ -641,37 +620,27 @@ class FakeInvenioRDM(FakeService):
         data = request.body
         if key in self.corrupt_next and data:
             self.corrupt_next.discard(key)
-            data = data[:-1] + bytes([data[-1] ^ 1])
+            data = damaged(data)
         f.data = data
         return Response.json(200, self._file(rec, key, f))
 
-    def _commit(self, request: Request, rec_id: str, key: str) -> Response:
+    def _commit(self, request: Request, rec: Record, key: str) -> Response:
         # invenio-records-resources invenio_records_resources/resources/files/resource.py
         # FileResource.create_commit (200) -> invenio_records_resources/services/files/service.py
         # FileService.commit_file -> services/files/components/metadata.py
         # FileMetadataComponent.commit_file -> records/systemfields/files/manager.py
         # FilesManager.commit: links the uploaded object (again, if committed already); without
         # content it raises a bare Exception
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
-        if key not in rec.files:
-            return error(404, f"Record '{rec_id}' has no file '{key}'.")
         f = rec.files[key]
         if f.data is None:
             return error(500, "Internal server error.")
         f.committed = True
         return Response.json(200, self._file(rec, key, f))
 
-    def _delete_file(self, request: Request, rec_id: str, key: str) -> Response:
+    def _delete_file(self, request: Request, rec: Record, key: str) -> Response:
         # invenio-records-resources invenio_records_resources/resources/files/resource.py
         # FileResource.delete (204) -> invenio_records_resources/services/files/service.py
         # FileService.delete_file (FileKeyNotFoundError: 404)
-        rec = self._draft(rec_id)
-        if rec is None:
-            return self._not_found()
-        if key not in rec.files:
-            return error(404, f"Record '{rec_id}' has no file '{key}'.")
         del rec.files[key]
         return Response(204)
 

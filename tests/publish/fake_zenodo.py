@@ -36,7 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fakes import FakeService, Request, Response, error, md5
+from .fakes import (
+    FakeService,
+    Request,
+    Response,
+    by_method,
+    damaged,
+    error,
+    field_error,
+    md5,
+    validation_error,
+)
 
 LICENCES_FILE = Path(__file__).resolve().parents[1] / "data" / "zenodo" / "licenses.json"
 _VOCABULARY = json.loads(LICENCES_FILE.read_text())
@@ -89,12 +99,6 @@ def legacy_to_rdm(license_id: Any) -> str | None:
         return None
     normalized = license_id.lower().strip()
     return LICENSES.get(LICENSE_ALIASES.get(normalized, normalized).lower())
-
-
-def validation_error(errors: list[dict[str, Any]]) -> Response:
-    """400 as invenio-records-resources' HTTPJSONValidationException renders a marshmallow
-    ValidationError (resources/errors.py)."""
-    return error(400, "A validation error occurred.", errors)
 
 
 def load_deposit(body: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -336,23 +340,15 @@ class FakeZenodo(FakeService):
     def _depositions(self, request: Request, rest: list[str]) -> Response:
         m = request.method
         if not rest:
-            if m == "GET":
-                return self._list(request)
-            if m == "POST":
-                return self._create(request)
-            return error(405, "Method not allowed")
+            return by_method(request, {"GET": lambda: self._list(request),
+                                       "POST": lambda: self._create(request)})
         try:
             dep = self.depositions[int(rest[0])]
         except (KeyError, ValueError):
             return error(404, "The persistent identifier does not exist.")
         if len(rest) == 1:
-            if m == "GET":
-                # zenodo-rdm legacy/services.py LegacyRecordService.read_draft: the draft,
-                # else the published record
-                return Response.json(200, self.resource(dep))
-            if m == "PUT":
-                return self._update(request, dep)
-            return error(405, "Method not allowed")
+            return by_method(request, {"GET": lambda: self._read(dep),
+                                       "PUT": lambda: self._update(request, dep)})
         if rest[1:] == ["files"] and m == "GET":
             # legacy/resources.py LegacyDraftFilesResource.search (LegacyFileListSchema)
             return Response.json(200, self._files(dep))
@@ -379,6 +375,11 @@ class FakeZenodo(FakeService):
         page = int(request.query.get("page", ["1"])[0])
         chunk = found[(page - 1) * size: page * size]
         return Response.json(200, [self.resource(d) for d in chunk])
+
+    def _read(self, dep: Deposition) -> Response:
+        """``GET /api/deposit/depositions/<id>``: zenodo-rdm legacy/services.py
+        LegacyRecordService.read_draft: the draft, else the published record."""
+        return Response.json(200, self.resource(dep))
 
     def _create(self, request: Request) -> Response:
         """``POST /api/deposit/depositions``: LegacyRecordResource.create with the
@@ -434,8 +435,7 @@ class FakeZenodo(FakeService):
         if existing:
             draft = existing[0]
             if self.buckets[draft.bucket]:
-                return validation_error([{"field": "files.enabled",
-                                          "messages": ["Please remove all files first."]}])
+                return field_error("files.enabled", "Please remove all files first.")
         else:
             # the new version starts from the latest version's metadata, without its
             # publication date and version (test_versioning_rest_flow: "publication_date is
@@ -461,7 +461,7 @@ class FakeZenodo(FakeService):
             data = request.body
             if name in self.corrupt_next:
                 self.corrupt_next.discard(name)
-                data = data[:-1] + bytes([data[-1] ^ 1])
+                data = damaged(data)
             objects[name] = data
             return Response.json(201, self._object(bucket, name))
         if request.method == "DELETE":

@@ -47,6 +47,12 @@ class Request:
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
 
+    @property
+    def mimetype(self) -> str:
+        """The body's media type: ``Content-Type`` without its parameters (what Flask's
+        ``request.mimetype`` is, which the Invenio services decide by)."""
+        return self.header("Content-Type").split(";")[0].strip()
+
 
 @dataclass
 class Response:
@@ -68,6 +74,29 @@ def error(status: int, message: str, errors: list[dict[str, Any]] | None = None)
     if errors:
         body["errors"] = errors
     return Response.json(status, body)
+
+
+def validation_error(errors: list[dict[str, Any]]) -> Response:
+    """400 as invenio-records-resources' HTTPJSONValidationException renders a marshmallow
+    ValidationError (resources/errors.py): Zenodo's (zenodo-rdm runs on it) and
+    InvenioRDM's."""
+    return error(400, "A validation error occurred.", errors)
+
+
+def field_error(where: str, message: str) -> Response:
+    """:func:`validation_error` of one field with one message."""
+    return validation_error([{"field": where, "messages": [message]}])
+
+
+def by_method(request: Request, handlers: dict[str, Callable[[], Response]]) -> Response:
+    """The handler of the request's method; 405 for any other method on a known URL."""
+    handler = handlers.get(request.method)
+    return handler() if handler is not None else error(405, "Method not allowed")
+
+
+def damaged(data: bytes) -> bytes:
+    """The data with its last bit flipped: what a fake stores of an upload it corrupts."""
+    return data[:-1] + bytes([data[-1] ^ 1]) if data else data
 
 
 def md5(data: bytes) -> str:

@@ -4,14 +4,14 @@ For each flow, each request in it, and each fault kind (see ``fakes.py``), the f
 meets the fault with no retries allowed (so it fails where the fault hits), and the next run
 must finish the job. Afterwards exactly one remote record exists (one concept record on
 Zenodo, with one version per publication), every file is there with the local checksum,
-nothing was published twice, a further run changes nothing, and no secret is anywhere.
+nothing was published twice, a further run changes nothing, and no secret is anywhere
+(``faultmatrix.py``, which test_inveniordm.py shares).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .conftest import (
     HEPDATA_EMAIL,
     HEPDATA_PASSWORD,
     ZENODO_TOKEN,
-    leaks,
+    change_results,
     make_repo,
     net,
     write_archive,
@@ -33,17 +33,12 @@ from .fake_cap import FakeCAP
 from .fake_hepdata import FakeHEPData
 from .fake_zenodo import FakeZenodo
 from .fakes import FAULT_KINDS, running
+from .faultmatrix import Flow, assert_fault_is_repaired, assert_request_count, prepare
 from .test_flows import bundle_md5s
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _change_results(repo: Path) -> None:
-    (repo / "results/fit/results.json").write_text('{"mu": 1.05}')
-    (repo / "results/fit/figures/brazil.png").unlink()
-    write_report(repo)  # the workflow validates what it made
 
 
 def _change_archive(repo: Path) -> None:
@@ -73,6 +68,12 @@ def _hepdata_one(repo: Path, h: Any) -> None:
     assert record.archives[-1] == _sha256(repo / "results/hepdata/submission.tar.gz")
 
 
+def _hepdata_answer(h: Any) -> list[str]:
+    """The physicist looks at the sandbox records, then says what the lost upload did."""
+    records = h.sandbox_records()
+    return ["--recid", str(records[0].recid)] if records else ["--discard-pending"]
+
+
 def _cap(publications: int) -> Callable[[Path, Any], None]:
     def check(repo: Path, c: Any) -> None:
         [dep] = c.deposits.values()
@@ -82,38 +83,18 @@ def _cap(publications: int) -> Callable[[Path, Any], None]:
     return check
 
 
-@dataclass(frozen=True)
-class Flow:
-    """A publishing flow: the service, the command, what comes first, what must hold after.
-
-    Attributes:
-        service: Fixture name of the fake.
-        args: The command (the base URL is added).
-        requests: How many requests the flow sends when nothing fails.
-        before: Changes made after a clean first publication (None: start from nothing).
-        check: What must hold afterwards.
-        after: Requests a further run may send (it must change nothing).
-    """
-
-    service: str
-    args: tuple[str, ...]
-    requests: int
-    before: Callable[[Path], None] | None
-    check: Callable[[Path, Any], None]
-    after: int = 0
-
-
 FLOWS = {
     # list drafts, create, 6 uploads, metadata, check files, publish
     "zenodo": Flow("zenodo", ("zenodo", "--upload", "--publish"), 11, None, _zenodo_once),
     # list drafts, newversion (answered with the draft), 3 removals, 2 uploads (the results
     # and the report that vouches for them), metadata, check files, publish
     "zenodo-new-version": Flow("zenodo", ("zenodo", "--upload", "--publish"), 10,
-                               _change_results, _zenodo_twice),
-    "hepdata": Flow("hepdata", ("hepdata", "--upload"), 1, None, _hepdata_one),
+                               change_results, _zenodo_twice),
+    "hepdata": Flow("hepdata", ("hepdata", "--upload"), 1, None, _hepdata_one,
+                    answer=_hepdata_answer),
     # the record's status page, then the upload
     "hepdata-revision": Flow("hepdata", ("hepdata", "--upload"), 2, _change_archive,
-                             _hepdata_one),
+                             _hepdata_one, answer=_hepdata_answer),
     # schemas, list drafts, create, 2 uploads, metadata patch, check, publish
     "cap": Flow("cap", ("cap", "--upload", "--publish"), 8, None, _cap(1), after=1),
     # the deposit, edit, 1 upload, check, publish
@@ -124,48 +105,19 @@ FLOWS = {
 CASES = [(name, index) for name, flow in FLOWS.items() for index in range(flow.requests)]
 
 
-def _prepare(flow: Flow, repo: Path, service: Any, publish: Callable[..., Any]) -> tuple[str, ...]:
-    args = (*flow.args, "--base-url", service.url)
-    if flow.before is not None:
-        assert publish(*args, *net(), env=ENV).rc == 0
-        flow.before(repo)
-    return args
-
-
 @pytest.mark.parametrize("name", FLOWS)
 def test_flow_request_count(name, repo, request, publish):
     """The matrix covers every request: the clean flow sends exactly ``requests``."""
     flow = FLOWS[name]
-    service = request.getfixturevalue(flow.service)
-    args = _prepare(flow, repo, service, publish)
-    sent = len(service.log)
-    assert publish(*args, *net(), env=ENV).rc == 0
-    assert len(service.log) - sent == flow.requests, service.log[sent:]
-    flow.check(repo, service)
+    assert_request_count(flow, repo, request.getfixturevalue(flow.service), publish, ENV)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 @pytest.mark.parametrize(("name", "index"), CASES)
 def test_fault_then_rerun(name, index, kind, repo, request, publish):
     flow = FLOWS[name]
-    service = request.getfixturevalue(flow.service)
-    args = _prepare(flow, repo, service, publish)
-    service.inject(index, kind)
-    runs = [publish(*args, *net(timeout=0.15), env=ENV)]
-    runs.append(publish(*args, *net(), env=ENV))
-    if runs[-1].rc != 0 and "--discard-pending" in runs[-1].out:
-        # HEPData cannot list sandbox records: the physicist looks, then says what happened
-        records = service.sandbox_records()
-        answer = ["--recid", str(records[0].recid)] if records else ["--discard-pending"]
-        assert kind not in ("429",)  # a refused request is never left in doubt
-        runs.append(publish(*args, *answer, *net(), env=ENV))
-    assert runs[-1].rc == 0, [r.out for r in runs]
-    flow.check(repo, service)
-    sent = len(service.log)
-    runs.append(publish(*args, *net(), env=ENV))
-    assert runs[-1].rc == 0 and len(service.log) - sent == flow.after
-    flow.check(repo, service)
-    assert not leaks(repo, *(r.out + r.log for r in runs))
+    assert_fault_is_repaired(flow, index, kind, repo, request.getfixturevalue(flow.service),
+                             publish, ENV)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
@@ -180,7 +132,7 @@ def test_faults_are_absorbed_within_the_run(name, kind, tmp_path, monkeypatch, p
                    "hepdata": lambda: FakeHEPData({HEPDATA_EMAIL: HEPDATA_PASSWORD}),
                    "cap": lambda: FakeCAP({CAP_TOKEN})}[flow.service]
         with running(factory) as service:
-            args = _prepare(flow, repo, service, publish)
+            args = prepare(flow, repo, service, publish, ENV)
             service.inject(index, kind)
             run = publish(*args, *net(tries=3, timeout=0.15), env=ENV)
             assert run.rc == 0, (index, run.out)

@@ -23,6 +23,7 @@ from steps.publish.http import (
     TransientHttpError,
     check_base_url,
     retry_after_seconds,
+    server_errors,
 )
 from steps.publish.secrets import Redactor
 
@@ -114,6 +115,26 @@ def test_permanent_error_carries_the_servers_message(sleeps):
     assert ("400 Bad Request: Validation error.; metadata.title: Missing data for required "
             "field.") in str(err.value)
     assert len(s.log) == 1 and not sleeps
+
+
+def test_every_error_shape_becomes_one_line_of_field_and_message(sleeps):
+    """Invenio's ``errors`` as Zenodo/InvenioRDM (``messages``: a list), CAP (``field``: a
+    path, ``message``) and an InvenioRDM file answer (plain strings) give them, multi-line
+    texts included: the same ``field: message`` parts, on one line."""
+    errors = [{"field": "metadata.creators.0", "messages": ["Missing data.", "Too\nshort."]},
+              {"field": ["basic_info", "cadi_id"], "message": "'X' does not match\n  '^[A-Z]'"},
+              "File upload\ntransfer failed."]
+    assert server_errors(errors) == [
+        "metadata.creators.0: Missing data.; Too short.",
+        "basic_info.cadi_id: 'X' does not match '^[A-Z]'",
+        "File upload transfer failed."]
+    with (scripted(error(422, "Validation\nerror.", errors)) as s,
+          pytest.raises(PermanentHttpError) as err):
+        client(s, sleeps).request("PATCH", "x")
+    assert str(err.value).endswith(
+        "422 Unprocessable Entity: Validation error.; metadata.creators.0: Missing data.; Too "
+        "short.; basic_info.cadi_id: 'X' does not match '^[A-Z]'; File upload transfer failed.")
+    assert "\n" not in str(err.value)
 
 
 def test_401_is_explained_and_an_echoed_secret_is_masked(sleeps):

@@ -1,8 +1,8 @@
 """The inveniordm target against a fake InvenioRDM: dry run, record, new version, faults.
 
-The fault matrix follows test_faults.py: every request of a flow fails once in every way
-(``fakes.FAULT_KINDS``), with no retries, and the next run must finish the job, leaving
-exactly one record (or one new version) holding exactly the bundle's files.
+The fault matrix is test_faults.py's (``faultmatrix.py``): every request of a flow fails
+once (``fakes.FAULT_KINDS``, in rotation), with no retries, and the next run must finish the
+job, leaving exactly one record (or one new version) holding exactly the bundle's files.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,25 @@ import pytest
 
 from steps.config import schema
 
-from .conftest import REPO, ZENODO_TOKEN, Run, net, write_report
+from .conftest import (
+    INVENIORDM_TOKEN,
+    REPO,
+    ZENODO_TOKEN,
+    Run,
+    change_results,
+    leaks,
+    net,
+    write_report,
+)
 from .fake_inveniordm import FakeInvenioRDM, validate_metadata
 from .fakes import FAULT_KINDS, running
+from .faultmatrix import Flow, assert_fault_is_repaired, assert_request_count
 
-TOKEN = "rdm-tok-4c1d9e77b0a2f35e8d61"
+TOKEN = INVENIORDM_TOKEN
 ENV = {"INVENIORDM_TOKEN": TOKEN}
 TARGET = "inveniordm"
+#: The fake mints DataCite DOIs, which need a publisher.
+UPLOAD = (TARGET, "--upload", "--publish", "--publisher", "Example RDM")
 
 
 @pytest.fixture
@@ -52,24 +63,13 @@ def state(repo: Path, url: str) -> dict[str, Any]:
 
 
 def no_token_anywhere(repo: Path, *runs: Run) -> None:
-    for path in repo.rglob("*"):
-        if path.is_file():
-            assert TOKEN.encode() not in path.read_bytes(), path
-    for run in runs:
-        assert TOKEN not in run.out + run.log
-
-
-def change_results(repo: Path) -> None:
-    """A changed fit result and one figure fewer, validated again (as the workflow does)."""
-    (repo / "results/fit/results.json").write_text('{"mu": 1.05}')
-    (repo / "results/fit/figures/brazil.png").unlink()
-    write_report(repo)
+    """No secret in any file under ``repo`` (archives included) nor in what the runs said."""
+    assert not leaks(repo, *(run.out + run.log for run in runs))
 
 
 def upload(rdm: FakeInvenioRDM, *extra: str) -> tuple[str, ...]:
-    """Upload and publish; the fake mints DataCite DOIs, which need a publisher."""
-    return (TARGET, "--upload", "--publish", "--base-url", rdm.url, "--publisher",
-            "Example RDM", *extra)
+    """Upload and publish to the fake."""
+    return (*UPLOAD, "--base-url", rdm.url, *extra)
 
 
 # -- dry run and options ------------------------------------------------------------------
@@ -231,21 +231,16 @@ def test_the_plan_is_what_is_sent(repo, rdm, publish):
     assert len(rdm.versions()) == 2
 
 
-def test_a_corrupted_upload_is_repaired(repo, rdm, publish):
-    rdm.corrupt_next.add("model-workspace.json")
-    run = publish(*upload(rdm), *net(tries=3), env=ENV)
-    assert run.rc == 0, run.out
-    assert "arrived with md5" in run.log
-    [rec] = rdm.versions()
-    assert rdm.files_of(rec) == bundle_md5s(repo)
-
-
-def test_a_failed_transfer_is_started_again(repo, rdm, publish):
+@pytest.mark.parametrize(("damage", "name", "tries", "said"), [
+    ("corrupt_next", "model-workspace.json", 3, "model-workspace.json arrived with md5"),
     # InvenioRDM answers 200 with errors and drops the file's entry
-    rdm.fail_transfer_next.add("fit-results.json")
-    run = publish(*upload(rdm), *net(tries=2), env=ENV)
+    ("fail_transfer_next", "fit-results.json", 2, "the upload of fit-results.json failed"),
+], ids=["content-corrupted", "transfer-failed"])
+def test_a_damaged_upload_is_sent_again(damage, name, tries, said, repo, rdm, publish):
+    getattr(rdm, damage).add(name)
+    run = publish(*upload(rdm), *net(tries=tries), env=ENV)
     assert run.rc == 0, run.out
-    assert "the upload of fit-results.json failed" in run.log
+    assert said in run.log
     [rec] = rdm.versions()
     assert rdm.files_of(rec) == bundle_md5s(repo)
 
@@ -327,41 +322,19 @@ def _one_new_version(repo: Path, rdm: FakeInvenioRDM) -> None:
     assert rdm.files_of(second) == bundle_md5s(repo)
 
 
-@dataclass(frozen=True)
-class Flow:
-    """A flow: requests sent when nothing fails, what comes first, what must hold after."""
-
-    requests: int
-    before: Callable[[Path], None] | None
-    check: Callable[[Path, FakeInvenioRDM], None]
-
-
 FLOWS = {
     # list drafts, create, 6 files x (start, content, commit), check files, publish
-    "record": Flow(22, None, _one_record),
+    "record": Flow("rdm", UPLOAD, 22, None, _one_record),
     # new version, list files, import, remove the figure, 2 changed files x (remove, start,
     # content, commit), metadata, check files, publish
-    "new-version": Flow(15, change_results, _one_new_version),
+    "new-version": Flow("rdm", UPLOAD, 15, change_results, _one_new_version),
 }
-
-
-def _prepare(flow: Flow, repo: Path, rdm: FakeInvenioRDM, publish: Callable[..., Run]
-             ) -> tuple[str, ...]:
-    if flow.before is not None:
-        assert publish(*upload(rdm), *net(), env=ENV).rc == 0
-        flow.before(repo)
-    return upload(rdm)
 
 
 @pytest.mark.parametrize("name", FLOWS)
 def test_flow_request_count(name, repo, rdm, publish):
     """The matrix covers every request: the clean flow sends exactly ``requests``."""
-    flow = FLOWS[name]
-    args = _prepare(flow, repo, rdm, publish)
-    sent = len(rdm.log)
-    assert publish(*args, *net(), env=ENV).rc == 0
-    assert len(rdm.log) - sent == flow.requests, rdm.log[sent:]
-    flow.check(repo, rdm)
+    assert_request_count(FLOWS[name], repo, rdm, publish, ENV)
 
 
 #: Every request meets "lost" (carried out, answer lost: the hardest case) and one other
@@ -383,20 +356,7 @@ def test_the_cases_cover_every_request_and_kind():
 
 @pytest.mark.parametrize(("name", "index", "kind"), CASES)
 def test_fault_then_rerun(name, index, kind, repo, rdm, publish):
-    flow = FLOWS[name]
-    args = _prepare(flow, repo, rdm, publish)
-    rdm.inject(index, kind)
-    # a short read timeout only where the fault needs one: on two shared cores a normal
-    # answer can take longer than that, and a spurious timeout would move the fault
-    runs = [publish(*args, *net(timeout=0.2 if kind == "timeout" else 0.5), env=ENV)]
-    assert runs[0].rc == 1, runs[0].out  # the fault did hit (one try only)
-    runs.append(publish(*args, *net(), env=ENV))
-    assert runs[-1].rc == 0, [r.out for r in runs]
-    flow.check(repo, rdm)
-    sent = len(rdm.log)
-    runs.append(publish(*args, *net(), env=ENV))
-    assert runs[-1].rc == 0 and len(rdm.log) == sent  # nothing left to do
-    no_token_anywhere(repo, *runs)
+    assert_fault_is_repaired(FLOWS[name], index, kind, repo, rdm, publish, ENV)
 
 
 def test_a_lost_new_version_answer_adopts_the_draft(repo, rdm, publish):
@@ -437,3 +397,26 @@ def test_a_file_the_report_does_not_list_is_not_uploaded(repo, zenodo, rdm, publ
     assert run.rc == 1
     assert "results/fit/figures/extra.png: not in the validation report" in run.out
     assert not service.log
+
+
+@pytest.mark.parametrize(("target", "service", "noun", "unknown", "needs"), [
+    ("zenodo", "Zenodo", "deposition", "99999", "the latest published version's id"),
+    (TARGET, "InvenioRDM", "record", "nosuch-0000", "one"),
+])
+def test_both_refuse_in_one_line_that_names_the_service(target, service, noun, unknown, needs,
+                                                        repo, zenodo, rdm, publish):
+    """The flow they share words a refusal the same way for each: one line, the service
+    first, as the HTTP layer words the service's own refusals."""
+    prefix = f"python -m steps.publish: error: {service}: "
+    run = publish(target, "--production", "--publish", env=ENV)
+    assert run.rc == 1
+    assert run.out.strip().splitlines() == [
+        (f"{prefix}refusing to publish on the real service without the link to the HEPData "
+         "record: publish HEPData first or give --hepdata-url")]
+    url = (zenodo if target == "zenodo" else rdm).url
+    run = publish(target, "--upload", "--base-url", url, "--new-version-of", unknown, *net(),
+                  env={**ENV, "ZENODO_TOKEN": ZENODO_TOKEN})
+    assert run.rc == 1
+    assert run.out.strip().splitlines() == [
+        (f"{prefix}{noun} {unknown} is not a published record of this account: "
+         f"--new-version-of needs {needs}")]

@@ -19,7 +19,7 @@ import requests
 
 from steps.publish import links
 
-from .conftest import ENV, ZENODO_TOKEN, net, write_report
+from .conftest import ENV, ZENODO_TOKEN, change_results, net
 from .fake_zenodo import FakeZenodo
 from .fakes import Request, Response, running
 from .test_flows import bundle_md5s, state
@@ -32,12 +32,6 @@ METADATA = {"upload_type": "dataset", "title": "T", "description": "D",
 
 def _args(service: FakeZenodo, *extra: str) -> tuple[str, ...]:
     return (*ARGS, "--base-url", service.url, *extra, *net())
-
-
-def _change_results(repo: Path) -> None:
-    (repo / "results/fit/results.json").write_text('{"mu": 1.05}')
-    (repo / "results/fit/figures/brazil.png").unlink()
-    write_report(repo)  # the workflow validates what it made
 
 
 def _newversion_posts(service: FakeZenodo, since: int = 0) -> list[str]:
@@ -59,7 +53,7 @@ def _one_new_version(repo: Path, z: FakeZenodo) -> None:
 @pytest.mark.parametrize("kind", ["lost", "timeout"])
 def test_lost_newversion_answer_then_rerun(kind, repo, zenodo, publish):
     assert publish(*_args(zenodo), env=ENV).rc == 0
-    _change_results(repo)
+    change_results(repo)
     sent = len(zenodo.log)
     zenodo.inject(1, kind)  # 0: the drafts listing, 1: newversion (checked below)
     failed = publish(*_args(zenodo, "--timeout", "0.2"), env=ENV)
@@ -78,7 +72,7 @@ def test_newversion_answer_is_the_draft_and_is_recorded_at_once(repo, zenodo, pu
     """The draft id is in the state as soon as the newversion answer names it: a run that
     dies on the very next request resumes that draft."""
     assert publish(*_args(zenodo), env=ENV).rc == 0
-    _change_results(repo)
+    change_results(repo)
     sent = len(zenodo.log)
     zenodo.inject(2, "500")  # the request after newversion
     assert publish(*_args(zenodo), env=ENV).rc == 1
@@ -124,7 +118,7 @@ def test_existing_new_version_is_adopted(repo, zenodo, publish):
     opened = requests.post(f"{zenodo.url}/api/deposit/depositions/{published.id}"
                            "/actions/newversion", headers=AUTH, timeout=5)
     assert opened.status_code == 201
-    _change_results(repo)
+    change_results(repo)
     sent = len(zenodo.log)
     run = publish(*_args(zenodo), env=ENV)
     assert run.rc == 0, run.out
@@ -156,7 +150,7 @@ def test_unlisted_existing_draft_is_found_after_zenodo_refuses(repo, publish):
         [published] = zenodo.depositions.values()
         assert requests.post(f"{zenodo.url}/api/deposit/depositions/{published.id}"
                              "/actions/newversion", headers=AUTH, timeout=5).status_code == 201
-        _change_results(repo)
+        change_results(repo)
         zenodo.hidden_listings = 1
         sent = len(zenodo.log)
         run = publish(*_args(zenodo), env=ENV)
