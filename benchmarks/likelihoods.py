@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402 (benchmarks/ is not a package)
+
 PY = sys.executable
 DATA = REPO / "tests" / "data" / "likelihoods"
 
@@ -216,18 +218,6 @@ def write_references(rows: list[dict[str, Any]]) -> None:
         path = DATA / likelihood / "reference.json"
         path.write_text(json.dumps(store, indent=2) + "\n")
         print(f"wrote {path.relative_to(REPO)}", flush=True)
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def _cell(side: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ def check_analysis(config: Config, source: str | Path,
             raise PubflowError(f"no sample named {name!r} in Samples",
                                path=(sources or {}).get("Candidates", original),
                                key=f"Candidates.Samples[{i}]")
+    _check_input_policy(config, (sources or {}).get("InputPolicy", original), samples)
     scan.check_scan(config, (sources or {}).get("Scan", original))
     for i, region in enumerate(config["Regions"]):
         edges = region.get("Binning", [])
@@ -153,6 +154,22 @@ def check_analysis(config: Config, source: str | Path,
                 "bin edges must increase", path=source, key=f"Regions[{i}].Binning"
             )
     cabinetry_options.check(config, source)
+
+
+def _check_input_policy(config: Config, source: str | Path, samples: set[str]) -> None:
+    """Each ``InputPolicy`` entry names a sample (or the scan's sample pattern), once."""
+    pattern = config.get("Scan", {}).get("Sample", {}).get("Name")
+    seen: set[str] = set()
+    for i, entry in enumerate(config.get("InputPolicy", [])):
+        name = entry["Sample"]
+        if name not in samples and name != pattern:
+            raise PubflowError(f"no sample named {name!r} in Samples"
+                               + (f" (nor the scan's {pattern!r})" if pattern else ""),
+                               path=source, key=f"InputPolicy[{i}].Sample")
+        if name in seen:
+            raise PubflowError(f"sample {name!r} is given twice", path=source,
+                               key=f"InputPolicy[{i}].Sample")
+        seen.add(name)
 
 
 def resolve_analysis(settings: Any, source: str | Path) -> Config:

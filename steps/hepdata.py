@@ -20,6 +20,12 @@ patchset does).
 The likelihoods go in as a HistFactory resource: ``Likelihoods.tar.gz`` with the background-only
 workspace (``BkgOnly.json``), the signal patchset and a README, packed reproducibly.
 
+What of the inputs was processed goes in as ``processed_inputs.json`` (per sample: entries
+expected by the dataset manifest and processed, the processed fraction, every file skipped as
+unreadable with its reason, the scale applied to simulation); the ``Event yields`` tables state
+the processed fraction of each sample, and a sample not processed in full carries it as a
+qualifier of its columns in the distribution tables.
+
 hepdata_lib's ``Submission.create_files`` writes the YAML, images and thumbnails into a folder,
 but its tarball into the *current directory*, from files in walk order with their own times. So
 the folder is written into a temporary directory (which is also the working directory while
@@ -55,6 +61,7 @@ from steps import cli, layout
 from steps.config import _describe, key_path, load_analysis
 from steps.errors import PubflowError, one_line
 from steps.io import atomic_path, read_json
+from steps.merge import sample_inputs
 
 if TYPE_CHECKING:
     from hepdata_lib import Submission, Table
@@ -67,6 +74,10 @@ PATCHSET_NAME = "patchset.json"
 README_NAME = "README.md"
 SUBMISSION_DIR = "submission"
 SUBMISSION_ARCHIVE = "submission.tar.gz"
+PROCESSED_INPUTS = "processed_inputs.json"
+PROCESSED_INPUTS_FORMAT = "pubflow-processed-inputs/1"
+#: The qualifier of a column whose sample was not processed in full.
+PROCESSED_QUALIFIER = "Processed fraction of input entries"
 
 #: The figure each table shows, in the figures folder (PNG: ImageMagick may not read PDF).
 FIGURES = {
@@ -170,12 +181,39 @@ LIMITS_SCHEMA: dict[str, Any] = {
         },
     },
 }
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
 HISTOGRAMS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": {
         "type": "object",
-        "required": ["yield", "bins"],
-        "properties": {"yield": {"type": "number"}, "bins": _NUMBERS},
+        "required": ["yield", "bins", "sample", "inputs"],
+        "properties": {
+            "yield": {"type": "number"},
+            "bins": _NUMBERS,
+            "sample": {"type": "string"},
+            # what the histogram was filled from (steps.merge.histogram_inputs)
+            "inputs": {
+                "type": "object",
+                "required": ["tree", "data", "nominal", "entries", "skipped",
+                             "entries_expected", "entries_processed", "processed_fraction",
+                             "scale"],
+                "properties": {
+                    "tree": {"type": "string"},
+                    "data": {"type": "boolean"},
+                    "nominal": {"type": "boolean"},
+                    "entries": {"type": "object", "additionalProperties": _COUNT},
+                    "skipped": {"type": "array", "items": {
+                        "type": "object", "required": ["file", "reason", "entries"],
+                        "properties": {"file": {"type": "string"},
+                                       "reason": {"type": "string"},
+                                       "entries": {"type": "integer", "minimum": 0}}}},
+                    "entries_expected": _COUNT,
+                    "entries_processed": _COUNT,
+                    "processed_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                    "scale": {"type": "number", "minimum": 1},
+                },
+            },
+        },
     },
 }
 
@@ -566,6 +604,44 @@ def write_likelihoods(
     })
 
 
+# -- what of the inputs was processed ----------------------------------------------------------
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def processed_statement(samples: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence per record: each sample's processed fraction, with what was skipped."""
+    fractions = ", ".join(f"{name} {_fraction(s['processed_fraction'])}"
+                          for name, s in samples.items())
+    text = (f"Processed fraction of the input entries (as the dataset manifest counts them) "
+            f"per sample: {fractions}.")
+    for name, s in samples.items():
+        if not s["skipped"]:
+            continue
+        correction = ("the data are not scaled, and are short by "
+                      f"{1 - s['processed_fraction']:.2%}" if s["data"] else
+                      f"its prediction is scaled by {s['entries_expected']}/"
+                      f"{s['entries_processed']} = {s['scale']:.4g}")
+        text += (f" {name}: {s['entries_processed']} of {s['entries_expected']} entries "
+                 f"processed, {len(s['skipped'])} of {s['files']} files skipped as "
+                 f"unreadable ({PROCESSED_INPUTS} lists them); {correction}.")
+    return text
+
+
+def write_processed_inputs(path: Path, samples: Mapping[str, Mapping[str, Any]]) -> None:
+    """The record's resource on what of the inputs was processed, per sample."""
+    path.write_text(json.dumps({"format": PROCESSED_INPUTS_FORMAT, "samples": samples},
+                               indent=2, sort_keys=True) + "\n")
+
+
+def _qualify_processed(variable: Any, sample: Mapping[str, Any] | None) -> None:
+    """A column of a sample not processed in full says how much was."""
+    if sample is not None and sample["skipped"]:
+        variable.add_qualifier(PROCESSED_QUALIFIER, _fraction(sample["processed_fraction"]))
+
+
 # -- the tables ---------------------------------------------------------------------------------
 
 
@@ -631,9 +707,11 @@ def observable_names(config: dict[str, Any], region: str) -> dict[str, str]:
 
 
 def spectrum_table(
-    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1
+    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1,
+    processed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Table:
-    """Observed events, post-fit total (with uncertainty) and post-fit samples per bin."""
+    """Observed events, post-fit total (with uncertainty) and post-fit samples per bin; the
+    columns of a sample not processed in full (``processed``) say how much was."""
     from hepdata_lib import Uncertainty, Variable
 
     observable = observable_names(config, region.name)
@@ -657,6 +735,7 @@ def spectrum_table(
     stat.values = [math.sqrt(n) for n in region.data]
     data.add_uncertainty(stat)
     _qualify(data, config, region.name)
+    _qualify_processed(data, (processed or {}).get(data_sample(config)))
     table.add_variable(data)
 
     total_values, total_uncertainty = region.totals["postfit"]
@@ -674,15 +753,18 @@ def spectrum_table(
                             units="events")
         variable.values = values
         _qualify(variable, config, region.name)
+        _qualify_processed(variable, (processed or {}).get(sample))
         table.add_variable(variable)
     _attach_figure(table, figure)
     return table
 
 
 def yields_table(
-    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1
+    region: RegionResult, config: dict[str, Any], figure: Path, n_regions: int = 1,
+    processed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Table:
-    """Pre- and post-fit yields per sample, summed over the bins, with data and total."""
+    """Pre- and post-fit yields per sample, summed over the bins, with data and total; the
+    description states the processed fraction of each sample's inputs (``processed``)."""
     from hepdata_lib import Uncertainty, Variable
 
     table = _new_table(
@@ -690,7 +772,8 @@ def yields_table(
         f"Event yields in region {region.name}, summed over the bins, before and after the "
         "fit. The uncertainties of the predictions are those of the model (statistical "
         "uncertainty of the simulation and systematic uncertainties; after the fit with the "
-        "correlations of the fitted parameters); the data have their Poisson uncertainty.",
+        "correlations of the fitted parameters); the data have their Poisson uncertainty."
+        + (f" {processed_statement(processed)}" if processed else ""),
         f"Figure {figure.name}",
         config,
     )
@@ -969,6 +1052,10 @@ def write_hepdata(
     if limit_results is not None:
         check_limit_patches(limit_results, patchset_spec, limits, patchset)
     check_fit_workspace(fit_results, regions, workspace_spec, workspace, fit)
+    stated = sample_inputs(hist)
+    order = [s["Name"] for s in layout.histogram_config(config)["Samples"]]
+    processed = {name: stated[name] for name in sorted(
+        stated, key=lambda n: (order.index(n) if n in order else len(order), n))}
 
     n_regions = len(regions)
     with atomic_path(output) as out:
@@ -989,17 +1076,26 @@ def write_hepdata(
             file_type="HistFactory",
             resource_license=_license(config),
         )
+        write_processed_inputs(scratch / PROCESSED_INPUTS, processed)
+        submission.add_additional_resource(
+            "Input files processed, per sample: entries expected (dataset manifest counts) and "
+            "processed, the processed fraction, every file skipped as unreadable with the "
+            "reason, and the scale applied to simulation (data are never scaled)",
+            str(scratch / PROCESSED_INPUTS),
+            copy_file=True,
+            resource_license=_license(config),
+        )
         spectra = []
         for region in regions:
             spectrum = spectrum_table(
                 region, config, figures / FIGURES["spectrum"].format(region=region.name),
-                n_regions,
+                n_regions, processed,
             )
             spectra.append((region, spectrum))
             submission.add_table(spectrum)
             submission.add_table(yields_table(
                 region, config, figures / FIGURES["yields"].format(region=region.name),
-                n_regions,
+                n_regions, processed,
             ))
         submission.add_table(parameters_table(fit_results, config,
                                               figures / FIGURES["parameters"]))

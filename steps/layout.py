@@ -334,6 +334,42 @@ def unlisted_files(config: Config) -> list[str]:
     return list(dict.fromkeys([*simulated_samples(config), *made]))
 
 
+#: The floor on a sample's processed fraction when ``InputPolicy`` sets none: simulation that
+#: skips unreadable files may lose 5% (it is re-normalised; only its statistics suffer), data
+#: nothing (it is never scaled: a shortfall would move the result by its size).
+DEFAULT_MIN_PROCESSED_FRACTION = {"data": 1.0, "simulation": 0.95}
+
+
+def _policy_entry(config: Config, sample: str) -> dict[str, Any]:
+    """The ``InputPolicy`` entry of a sample: its own, or that of the scan's ``Sample.Name``
+    pattern for a scan hypothesis; empty if there is none."""
+    entries = {entry["Sample"]: entry for entry in config.get("InputPolicy", [])}
+    if sample in entries:
+        return entries[sample]
+    scan = config.get("Scan")
+    if scan and scan["Sample"]["Name"] in entries:
+        names = {scan_sample(config, point)["Name"] for point in scan_points(config)}
+        if sample in names:
+            return entries[scan["Sample"]["Name"]]
+    return {}
+
+
+def on_unreadable(config: Config, sample: str) -> str:
+    """What a select job does with a file of ``sample`` it cannot read: ``fail`` (the
+    default) or ``skip``."""
+    return str(_policy_entry(config, sample).get("OnUnreadable", "fail"))
+
+
+def min_processed_fraction(config: Config, sample: str, data: bool) -> float:
+    """The smallest fraction of a sample's entries that validation accepts as processed."""
+    entry = _policy_entry(config, sample)
+    if "MinProcessedFraction" in entry:
+        return float(entry["MinProcessedFraction"])
+    if entry.get("OnUnreadable", "fail") == "fail":
+        return 1.0  # nothing is ever skipped
+    return DEFAULT_MIN_PROCESSED_FRACTION["data" if data else "simulation"]
+
+
 def simulated_samples(config: Config) -> dict[str, dict[str, Any]]:
     """``{file path: generator settings}`` for every file the simulate step writes.
 

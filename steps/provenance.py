@@ -22,7 +22,11 @@ It records:
   and the engine that ran it (Snakemake, or REANA through reana-client) in an
   ``OrganizeAction``; the authors and their organisation (``Publication.Authors``).
 
-The suite checks it with the RO-Crate validator (``tests/test_rocrate_validator.py``).
+A deposit of the results (Zenodo, InvenioRDM: flat, copies under new names, the workflow
+packed) carries a crate of its own files derived from the run's (:func:`deposit_crate`), with
+what still applies: the workflow, the run, its software and engine, the authors and licence.
+
+The suite checks both with the RO-Crate validator (``tests/test_rocrate_validator.py``).
 
 Hashing is cheap: each file is read at most once per process (:class:`Hasher`), and digests
 the run itself established are re-used: the dataset manifest's sha256 of every input the
@@ -53,6 +57,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from steps import __version__, cli, layout
 from steps.errors import PubflowError
@@ -451,8 +456,11 @@ def _people(crate: Any, publication: dict[str, Any]) -> tuple[list[Any], Any | N
         affiliation = person.get("Affiliation")
         if affiliation:
             org_id = "#org-" + re.sub(r"[^a-z0-9]+", "-", affiliation.lower()).strip("-")
-            org = crate.get(org_id) or crate.add(ContextEntity(crate, org_id, properties={
-                "@type": "Organization", "name": affiliation}))
+            org_props = {"@type": "Organization", "name": affiliation}
+            if person.get("AffiliationURL"):
+                org_props["url"] = person["AffiliationURL"]
+            org = crate.get(org_id) or crate.add(ContextEntity(crate, org_id,
+                                                               properties=org_props))
             props["affiliation"] = org
             publisher = publisher or org
         authors.append(crate.add(ContextEntity(crate, ident, properties=props)))
@@ -667,10 +675,22 @@ def _job_actions(crate: Any, workspace: Path, workflow: Any, organize: Any, jobs
         return list(found.values())
 
     defined_in: dict[str, str] = {}
+    scattered: dict[str, str] = {}  # rules a loop defines, named rule_name("<prefix>", job)
     for rel in ["Snakefile", *workspace_files(workspace, "workflows")]:
         if rel.endswith((".smk", "Snakefile")):
-            for name in re.findall(r"^rule\s+(\w+)\s*:", (workspace / rel).read_text(), re.M):
+            text = (workspace / rel).read_text()
+            # rules inside an `if` are indented
+            for name in re.findall(r"^\s*rule\s+(\w+)\s*:", text, re.M):
                 defined_in.setdefault(name, rel)
+            for prefix in re.findall(r"\brule_name\(\s*[\"'](\w+)[\"']", text):
+                scattered.setdefault(prefix, rel)
+
+    def source_of(rule: str) -> str:
+        """The file defining a rule (the Snakefile when none says so)."""
+        if rule in defined_in:
+            return defined_in[rule]
+        prefixes = [p for p in scattered if rule.startswith(f"{p}_")]
+        return scattered[max(prefixes, key=len)] if prefixes else "Snakefile"
     tools: dict[str, Any] = {}
     steps: dict[str, Any] = {}
     actions: list[Any] = []
@@ -679,7 +699,7 @@ def _job_actions(crate: Any, workspace: Path, workflow: Any, organize: Any, jobs
             tools[job.rule] = crate.add(ContextEntity(crate, f"#rule-{job.rule}", properties={
                 "@type": "SoftwareSourceCode", "name": f"rule {job.rule}", "version": version,
                 "programmingLanguage": workflow["programmingLanguage"],
-                "url": defined_in.get(job.rule, "Snakefile"),  # the file defining the rule
+                "url": source_of(job.rule),  # the file defining the rule
                 "description": f"the Snakemake rule {job.rule} of the workflow"}))
             steps[job.rule] = crate.add(ContextEntity(crate, f"#step-{job.rule}", properties={
                 "@type": "HowToStep", "name": f"rule {job.rule}",
@@ -748,6 +768,233 @@ def record(workspace: str | Path, run: RunRecord, **kwargs: Any) -> Path:
     path = write_crate(crate, workspace / CRATE_NAME)
     log.info("provenance: %s (%d files hashed)", path, hasher.files_read)
     return path
+
+
+# -- the crate of a deposit ---------------------------------------------------------------------
+#
+# A deposit (Zenodo, InvenioRDM) is flat: it holds copies of some of the run's outputs under new
+# names and the workflow packed in one archive, not the workspace. The run's crate listed
+# away from its workspace would name files the deposit does not hold, so the deposit carries a
+# crate of its own, derived from the run's: what still applies to these files.
+
+#: Entity types of the run's crate that are about single jobs (Provenance Run Crate): a
+#: deposit's crate leaves them out, since the jobs' inputs and outputs are workspace files.
+_JOB_TYPES = frozenset({"CreateAction", "ControlAction", "HowToStep"})
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One file of a deposit, as the deposit's crate lists it.
+
+    Attributes:
+        name: Its name in the deposit (deposits are flat: no folders).
+        origin: The file of the run's workspace it is a copy of (workspace-relative), or
+            None for a file made for the deposit (the workflow archive, the README).
+        size: Bytes.
+        sha256: SHA-256 hex digest.
+    """
+
+    name: str
+    origin: str | None
+    size: int
+    sha256: str
+
+
+def is_local_id(ident: str) -> bool:
+    """Whether an ``@id`` names a data entity of the crate's own folder: a relative path,
+    neither a local identifier (``#...``), an absolute URI, the root nor the metadata file."""
+    return not (ident.startswith("#") or _SCHEME.match(ident) or ident in ("./", CRATE_NAME))
+
+
+def refs(value: Any) -> list[str]:
+    """The ``@id`` of every entity a JSON-LD property value references."""
+    return [v["@id"] for v in (value if isinstance(value, list) else [value])
+            if isinstance(v, dict) and isinstance(v.get("@id"), str)]
+
+
+def _types(entity: dict[str, Any]) -> set[str]:
+    kind = entity.get("@type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def _link(ids: Sequence[str]) -> Any:
+    """References, as RO-Crate 1.1 writes them: one value alone, several as an array."""
+    linked = [{"@id": i} for i in ids]
+    return linked[0] if len(linked) == 1 else linked
+
+
+def _run_parts(graph: dict[str, dict[str, Any]], source: str | Path
+               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The root, main workflow and run (its ``CreateAction``) of a run's crate."""
+    root = graph.get("./") or {}
+    main_ids = refs(root.get("mainEntity"))
+    main = graph.get(main_ids[0]) if main_ids else None
+    runs = [graph[i] for i in refs(root.get("mentions")) if i in graph
+            and "CreateAction" in _types(graph[i]) and main_ids
+            and main_ids[0] in refs(graph[i].get("instrument"))]
+    if main is None or not runs:
+        raise PubflowError("not the RO-Crate of a workflow run (no mainEntity, or no "
+                           "CreateAction of it among mentions): run `python -m "
+                           "steps.provenance`", path=source)
+    return root, main, runs[0]
+
+
+def _check_origins(by_path: dict[str, dict[str, Any]], files: Sequence[Published],
+                   members: dict[str, str], workflow: str, source: str | Path) -> None:
+    """Refuse to derive a crate from a run that did not make these files."""
+    again = "the crate is of another run (re-run the workflow, then `python -m steps.provenance`)"
+    for file in files:
+        entity = by_path.get(file.origin or "")
+        if entity is not None and (entity.get("sha256") != file.sha256
+                                   or entity.get("contentSize") != str(file.size)):
+            raise PubflowError(f"records sha256 {str(entity.get('sha256'))[:12]}... for "
+                               f"{file.origin}, but the copy published as {file.name} has "
+                               f"{file.sha256[:12]}...: {again}", path=source,
+                               key=f"{file.origin}.sha256")
+    for rel, digest in sorted(members.items()):
+        entity = by_path.get(rel)
+        if entity is not None and entity.get("sha256") not in (None, digest):
+            raise PubflowError(f"{workflow} would pack {rel} with sha256 {digest[:12]}..., "
+                               f"not the {str(entity['sha256'])[:12]}... the run used: {again}",
+                               path=source, key=f"{rel}.sha256")
+
+
+def deposit_crate(run_crate: dict[str, Any], files: Sequence[Published], *, workflow: str,
+                  members: dict[str, str], entry: str, source: str | Path = CRATE_NAME
+                  ) -> dict[str, Any]:
+    """The RO-Crate of a flat deposit, derived from the crate of the run that made its files.
+
+    Its data entities are exactly ``files``, by their names in the deposit; a copy of a run's
+    file keeps the run crate's description of it, with its workspace path as
+    ``alternateName`` (the Process Run Crate's way for a renamed file). The main workflow is
+    the workflow archive; the run's ``CreateAction`` (the deposit's outputs as its result),
+    ``OrganizeAction``, software, images, authors and licence are the run crate's. The
+    per-job records, and with them the Provenance Run Crate profile, are left out: the jobs'
+    inputs and outputs are files of the workspace, not of the deposit. The same run and files
+    give the same document.
+
+    Args:
+        run_crate: The run's crate (its workspace's ``ro-crate-metadata.json``), parsed.
+        files: The deposit's files, but the crate itself.
+        workflow: The name, among ``files``, of the archive the workflow is packed in.
+        members: Workspace-relative path -> sha256 of each file packed in the archive.
+        entry: The workflow's entry point inside the archive (``pubflow-workflow/Snakefile``).
+        source: Where the run's crate was read, for messages.
+
+    Raises:
+        PubflowError: If the run's crate has no workflow run, records another digest for a
+            file published, or the archive packs a file other than the one the run used.
+    """
+    graph = {e["@id"]: e for e in run_crate.get("@graph", [])
+             if isinstance(e, dict) and isinstance(e.get("@id"), str)}
+    root, main, run = _run_parts(graph, source)
+    by_path = {unquote(i): e for i, e in graph.items() if is_local_id(i)}
+    named = {f.name: f for f in files}
+    if workflow not in named:
+        raise PubflowError(f"the deposit holds no workflow archive ({workflow})", path=source)
+    _check_origins(by_path, files, members, workflow, source)
+
+    kept: dict[str, dict[str, Any]] = {}
+    ids = {f.name: quote(f.name) for f in files}
+    for file in files:
+        props: dict[str, Any] = {"@type": "File", "encodingFormat": _encoding(file.name)}
+        if file.origin in by_path:
+            props.update(by_path[file.origin])
+            props["alternateName"] = file.origin
+        props.update({"@id": ids[file.name], "contentSize": str(file.size),
+                      "sha256": file.sha256})
+        kept[ids[file.name]] = props
+    if README in named:
+        kept[ids[README]].update({"name": "README", "about": {"@id": "./"}})
+
+    wf_id = ids[workflow]
+    url = main.get("url")
+    kept[wf_id].update({k: v for k, v in main.items() if k not in (
+        "@id", "@type", "hasPart", "step", "contentSize", "sha256", "encodingFormat", "url")})
+    kept[wf_id].update({
+        "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
+        "name": f"{main.get('name', 'the workflow')}, packed",
+        "description": f"the workflow that made the other files, packed: {len(members)} "
+                       f"files, its entry point {entry} among them, with its rules, code, the "
+                       "config the run read, the dataset manifest and the environments",
+        # where the code is: the repository, else this archive
+        "url": url if isinstance(url, str) and _SCHEME.match(url) else wf_id})
+
+    by_origin = {quote(f.origin): ids[f.name] for f in files if f.origin in by_path}
+    action = {k: v for k, v in run.items() if k not in ("object", "result")}
+    action["instrument"] = {"@id": wf_id}
+    for key in ("object", "result"):  # the run's inputs and outputs that the deposit holds
+        found = [by_origin[i] for i in refs(run.get(key)) if i in by_origin]
+        if found:
+            action[key] = _link(found)
+    kept[run["@id"]] = action
+    mentions = [run["@id"]]
+    for organize in (graph[i] for i in refs(root.get("mentions")) if i in graph):
+        if "OrganizeAction" in _types(organize):
+            kept[organize["@id"]] = dict(organize)
+            mentions.append(organize["@id"])
+
+    new_root = {k: v for k, v in root.items()
+                if k not in ("hasPart", "mainEntity", "mentions", "conformsTo")}
+    new_root.update({
+        "name": f"Published files of the {root.get('name', 'workflow run')}",
+        "description": (
+            f"The files of a deposit of pubflow's results: the workflow, packed ({workflow}), "
+            "and outputs of one run of it, each with its size and sha256 and, as "
+            "alternateName, its path in the run's workspace; the run, its software and its "
+            "engine as the run's own RO-Crate recorded them."),
+        "hasPart": _link(sorted(ids.values())), "mainEntity": {"@id": wf_id},
+        "mentions": _link(mentions),
+        "conformsTo": _link([i for i in refs(root.get("conformsTo"))
+                             if i != PROVENANCE_PROFILE])})
+    kept["./"] = new_root
+    if CRATE_NAME in graph:
+        kept[CRATE_NAME] = dict(graph[CRATE_NAME])
+
+    # what the kept entities reference: contextual entities of the run's crate come along,
+    # references to what the deposit does not hold (workspace files, jobs) are dropped
+    pending = list(kept)
+    while pending:
+        entity = kept[pending.pop()]
+        for key, value in list(entity.items()):
+            if key.startswith("@") or not refs(value):
+                continue
+            targets = []
+            for target in refs(value):
+                if target not in graph or target in kept:
+                    targets.append(target)  # a URI the crate does not describe, or kept
+                elif not is_local_id(target) and not _types(graph[target]) & _JOB_TYPES:
+                    kept[target] = dict(graph[target])
+                    pending.append(target)
+                    targets.append(target)
+            if targets:
+                entity[key] = _link(targets) if isinstance(value, list) else {"@id": targets[0]}
+            else:
+                del entity[key]
+    order = [CRATE_NAME, "./", *sorted(i for i in kept if i not in (CRATE_NAME, "./"))]
+    return {"@context": run_crate.get("@context"),
+            "@graph": [kept[i] for i in order if i in kept]}
+
+
+def deposit_readme(run_crate: dict[str, Any], files: Sequence[Published], *,
+                   workflow: str) -> str:
+    """The README of a deposit: what its files are, and that its crate describes them."""
+    graph = {e.get("@id"): e for e in run_crate.get("@graph", []) if isinstance(e, dict)}
+    run_name = (graph.get("./") or {}).get("name", "a workflow run")
+    lines = [
+        "# Files of this deposit", "",
+        (f"Made by pubflow from one run of its workflow ({run_name}). This folder is an "
+         f"RO-Crate {CRATE_VERSION} (Workflow Run Crate 0.5): `{CRATE_NAME}` lists each file "
+         "below with its size and sha256, the workflow that made them, the software it ran "
+         "with, and when it ran."), "",
+        "| file | bytes | in the run's workspace |", "|---|---|---|"]
+    for file in sorted(files, key=lambda f: f.name):
+        where = f"`{file.origin}`" if file.origin else (
+            "the workflow, packed" if file.name == workflow else "")
+        lines.append(f"| `{file.name}` | {file.size} | {where} |")
+    lines += ["", f"`{workflow}` holds the workflow: unpack it to run the analysis again."]
+    return "\n".join(lines) + "\n"
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
   (``pyhf.utils.digest``), and every patch applied, giving a valid workspace and model;
 * the HEPData archive: hepdata-validator's ``FullSubmissionValidator``, and the likelihoods
   in it (its HistFactory resource) must be the validated workspace and patchset;
+* what of the inputs was processed, as the record states it (its ``processed_inputs.json``):
+  every sample's processed fraction is reported, and must reach the floor its ``InputPolicy``
+  sets (``MinProcessedFraction``; 1 for data and 0.95 for simulation that skips unreadable
+  files, unless set);
 * the other published outputs (``--outputs``: fit results, limits, figures), each as its
   reader takes it: JSON strictly (no NaN or infinity, which other JSON parsers refuse), the fit
   results and the limits against the shapes the HEPData step reads them with; PNG by Pillow
@@ -33,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from steps import __version__, cli, hepdata
+from steps import __version__, cli, hepdata, layout
 from steps.config import load_analysis, load_datasets
 from steps.datasets import PLACEHOLDER, unfilled
 from steps.errors import PubflowError
@@ -66,6 +70,8 @@ class Check:
         messages: Problems found (one line each); empty when valid.
         summary: What was checked, for the report.
         sha256: Digest of the file checked (None if it could not be read).
+        details: What a check found, for machines (only where there is more than the
+            summary says; left out of the report when None).
     """
 
     artefact: str
@@ -74,6 +80,7 @@ class Check:
     messages: list[str] = field(default_factory=list)
     summary: str = ""
     sha256: str | None = None
+    details: dict[str, Any] | None = None
 
     def fail(self, message: str) -> None:
         """Record a problem (whitespace collapsed to one line)."""
@@ -334,6 +341,79 @@ def check_published_likelihoods(
     return check
 
 
+def _processed_inputs(archive: str | Path) -> dict[str, Any]:
+    """The per-sample record of processed inputs a HEPData archive holds (a resource)."""
+    name = hepdata.PROCESSED_INPUTS
+    with tarfile.open(archive) as tar:
+        by_name = {m.name: m for m in tar.getmembers() if m.isfile()}
+        if "submission.yaml" not in by_name:
+            raise ValueError("no submission.yaml")
+        docs = list(yaml.safe_load_all(tar.extractfile(by_name["submission.yaml"])))
+        if not any(r.get("location") == name for d in docs if d
+                   for r in d.get("additional_resources", [])):
+            raise ValueError(f"no additional resource {name}: the record does not say what "
+                             "of its inputs was processed")
+        if name not in by_name:
+            raise ValueError(f"resource {name} is not in the archive")
+        content = json.loads(tar.extractfile(by_name[name]).read())
+    if not isinstance(content, dict) or content.get("format") != hepdata.PROCESSED_INPUTS_FORMAT:
+        raise ValueError(f"{name} is not {hepdata.PROCESSED_INPUTS_FORMAT}")
+    return content["samples"]
+
+
+def check_processed_inputs(path: str | Path, config_path: str | Path) -> Check:
+    """Each sample's processed fraction, as the HEPData record states it, against the floor
+    the config's ``InputPolicy`` sets (``MinProcessedFraction``).
+
+    Args:
+        path: The HEPData archive.
+        config_path: The analysis config (the samples, and their floors).
+    """
+    check = _begin(path, f"pubflow {__version__} (processed inputs, InputPolicy)")
+    if not check.valid:
+        return check
+    try:
+        config = load_analysis(config_path)
+    except PubflowError:
+        check.fail(f"not checked: the config {config_path} is invalid")
+        return check
+    try:
+        stated = _processed_inputs(path)
+    except (tarfile.TarError, OSError, ValueError, KeyError, yaml.YAMLError) as err:
+        check.fail(f"processed inputs unreadable: {err}")
+        return check
+    details: dict[str, Any] = {}
+    for sample in layout.histogram_config(config)["Samples"]:
+        name = sample["Name"]
+        floor = layout.min_processed_fraction(config, name, bool(sample.get("Data")))
+        s = stated.get(name)
+        if not isinstance(s, dict) or "processed_fraction" not in s:
+            check.fail(f"{hepdata.PROCESSED_INPUTS}: no processed fraction of sample {name!r}")
+            continue
+        fraction = float(s["processed_fraction"])
+        skipped = s.get("skipped", [])
+        details[name] = {"processed_fraction": fraction, "min_processed_fraction": floor,
+                         "entries_expected": s.get("entries_expected"),
+                         "entries_processed": s.get("entries_processed"),
+                         "skipped": skipped}
+        # counts divided once, so a fraction equal to the floor may differ in the last bit
+        if fraction < floor - 1e-12:
+            first = (f"; {len(skipped)} file(s) skipped as unreadable, the first "
+                     f"{skipped[0]['file']}: {skipped[0]['reason']}" if skipped else "")
+            check.fail(f"sample {name}: {s.get('entries_processed')} of "
+                       f"{s.get('entries_expected')} entries processed (fraction "
+                       f"{fraction:.4g}), below its MinProcessedFraction {floor:g} "
+                       f"(InputPolicy){first}")
+    check.details = {"samples": details}
+    if check.valid:
+        check.summary = "processed fraction of the input entries: " + ", ".join(
+            f"{name} {d['processed_fraction']:.4g}"
+            + (f" (floor {d['min_processed_fraction']:g}, {len(d['skipped'])} file(s) "
+               "skipped)" if d["skipped"] else "")
+            for name, d in details.items())
+    return check
+
+
 def _strict_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (other JSON readers refuse it)")
 
@@ -443,6 +523,7 @@ def validate_all(
         checks.append(patchset_check)
         published_patchset = (patchset, patchset_spec)
     checks.append(check_submission(submission))
+    checks.append(check_processed_inputs(submission, config))
     checks.append(check_published_likelihoods(
         submission, (workspace, workspace_spec), published_patchset))
     checks += [check_output(path) for path in outputs]
@@ -476,7 +557,9 @@ def write_report(checks: list[Check], report: str | Path) -> None:
         if problems > 1:
             more = f" ({problems - 1} more problem{'s' if problems > 2 else ''} logged)"
         raise PubflowError(f"{message}{more}", path=first.artefact)
-    write_json(report, {"valid": True, "checks": [asdict(c) for c in checks]})
+    write_json(report, {"valid": True, "checks": [
+        {k: v for k, v in asdict(c).items() if k != "details" or v is not None}
+        for c in checks]})
     log.info("all %d checks passed; report %s", len(checks), report)
 
 

@@ -136,6 +136,14 @@ def figure(path: Path) -> None:
     plt.close(fig)
 
 
+def read_in_full(path: str, entries: int | None, data: bool = False) -> dict[str, Any]:
+    """A nominal histogram's ``inputs`` as the merge step writes them: its one file read
+    (``entries`` None: a file the manifest does not list, e.g. a simulated one)."""
+    return {"tree": "events", "data": data, "nominal": True, "entries": {path: entries},
+            "skipped": [], "entries_expected": entries, "entries_processed": entries,
+            "processed_fraction": 1.0, "scale": 1.0}
+
+
 def make_inputs(folder: Path) -> dict[str, Path]:
     """Write every input of the hepdata step into ``folder``; return the paths by option."""
     config = load_analysis(CONFIG)
@@ -152,11 +160,14 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     }
     histograms = {
         f"{region}_{data}": {"yield": sum(OBSERVED), "stdev": math.sqrt(sum(OBSERVED)),
-                             "bins": EDGES, "files": ["data.root"]},
+                             "bins": EDGES, "files": ["data.root"], "sample": data,
+                             "inputs": read_in_full("data.root", 2304, data=True)},
         f"{region}_{sig}": {"yield": sum(SIGNAL), "stdev": 1.0, "bins": EDGES,
-                            "files": ["sig.root"]},
+                            "files": ["sig.root"], "sample": sig,
+                            "inputs": read_in_full("sig.root", None)},
         f"{region}_{bkg}": {"yield": sum(BACKGROUND), "stdev": 1.0, "bins": EDGES,
-                            "files": ["bkg.root"]},
+                            "files": ["bkg.root"], "sample": bkg,
+                            "inputs": read_in_full("bkg.root", None)},
     }
     paths["histograms"].write_text(json.dumps(histograms))
     paths["workspace"].write_text(json.dumps(spec, indent=2))

@@ -267,6 +267,24 @@ def test_snakemake_records_make_a_provenance_run_crate(tmp_path: Path) -> None:
         c["@id"] for c in g["./"]["conformsTo"]}
 
 
+def test_an_affiliation_has_the_url_the_config_gives(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    config = yaml.safe_load((ws / "inputs" / "pubflow.yaml").read_text())
+    author = config["Publication"]["Authors"][0]
+    author["AffiliationURL"] = "https://home.cern"
+    (ws / "inputs" / "pubflow.yaml").write_text(yaml.safe_dump(config))
+    g = graph(provenance.record(ws, record(ws), source_repo=ws))
+    org = g[g[g["./"]["author"]["@id"]]["affiliation"]["@id"]]
+    assert (org["@type"], org["name"], org["url"]) == (
+        "Organization", author["Affiliation"], "https://home.cern")
+    del author["AffiliationURL"]  # none configured: the organisation is named, with no URL
+    (ws / "inputs" / "pubflow.yaml").write_text(yaml.safe_dump(config))
+    g = graph(provenance.record(ws, record(ws), source_repo=ws))
+    org = g[g[g["./"]["author"]["@id"]]["affiliation"]["@id"]]
+    assert org["name"] == author["Affiliation"]
+    assert "url" not in org
+
+
 def test_a_crate_left_in_results_by_an_older_version_is_removed(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     legacy = ws / "results" / "provenance" / "ro-crate-metadata.json"

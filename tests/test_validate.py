@@ -58,6 +58,17 @@ def make_patchset(background: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_in_full(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every sample of the config (scan hypotheses too) with all its input files read, as
+    steps.merge.sample_inputs states it (entries unknown: files not in the manifest)."""
+    from steps import layout
+
+    return {s["Name"]: {"data": bool(s.get("Data")), "files": 1, "skipped": [],
+                        "entries_expected": None, "entries_processed": None,
+                        "processed_fraction": 1.0, "scale": 1.0}
+            for s in layout.histogram_config(config)["Samples"]}
+
+
 def make_submission(folder: Path, workspace: Path, patchset: Path) -> Path:
     """A small valid HEPData archive (one table) with the likelihoods as HistFactory resource."""
     from hepdata_lib import Submission, Table, Uncertainty, Variable
@@ -67,6 +78,9 @@ def make_submission(folder: Path, workspace: Path, patchset: Path) -> Path:
     submission = Submission()
     submission.add_additional_resource("likelihoods", str(likelihoods), copy_file=True,
                                        file_type="HistFactory")
+    processed = folder / hepdata.PROCESSED_INPUTS
+    hepdata.write_processed_inputs(processed, read_in_full(read_config(ROOT)))
+    submission.add_additional_resource("processed inputs", str(processed), copy_file=True)
     table = Table("Yields")
     table.description = "Observed events"
     table.location = "Test"
@@ -126,6 +140,7 @@ def test_valid_artefacts_give_a_report(artefacts: dict[str, Path]) -> None:
         (str(artefacts["workspace"]), "pyhf"), (str(artefacts["patchset"]), "pyhf"),
         (str(artefacts["submission"]), "hepdata-validator"),
         (str(artefacts["submission"]), "pyhf"),
+        (str(artefacts["submission"]), "pubflow"),  # what of the inputs was processed
     }
     assert all(c["valid"] and c["messages"] == [] for c in report["checks"])
     assert any(c["tool"] == "hepdata-validator 0.3.6" for c in report["checks"])
@@ -199,6 +214,7 @@ def test_all_problems_are_collected(artefacts: dict[str, Path], tmp_path: Path) 
         # the patchset was made for the good workspace, and so were the published likelihoods
         (str(artefacts["patchset"]), "pyhf"): False,
         (str(artefacts["submission"]), "hepdata-validator"): True,
+        (str(artefacts["submission"]), "pubflow"): True,
         (str(artefacts["submission"]), "pyhf"): False,
     }
     likelihoods = checks[-1]

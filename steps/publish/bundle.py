@@ -8,12 +8,21 @@ reviewed is what goes out. The whole directory is replaced atomically.
 
 The workflow itself travels as one reproducible archive (sorted members, fixed times, no
 owners): the same sources give the same bytes, hence the same checksum on Zenodo.
+
+Given the run's RO-Crate (:class:`RunCrate`), a bundle also carries a crate of its own files,
+``ro-crate-metadata.json`` at the root of ``files/`` beside a ``README.md``: a deposit is flat,
+and a file of that name at its root is what RO-Crate tools take for the crate
+(ResearchObject/ro-crate-inveniordm uploads a crate's files, that one included, flat under
+their names: ``deposit.py`` ``main``, ``upload/uploader.py`` ``start_draft_files_upload``).
+Its data entities are exactly the bundle's other files, and the gate vouches for it
+(:func:`steps.publish.gate.check_crate`) before anything is written.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -23,8 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.errors import PubflowError
-from steps.io import DEFAULT_EPOCH, atomic_path, write_json
+from steps import provenance
+from steps.errors import PubflowError, one_line
+from steps.io import DEFAULT_EPOCH, atomic_path, sha256sum, write_json
+from steps.publish.gate import GateResult, check_crate
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,9 @@ FILES_DIR = "files"
 MANIFEST = "manifest.json"
 WORKFLOW_ARCHIVE = "pubflow-workflow.tar.gz"
 WORKFLOW_PREFIX = "pubflow-workflow"
+#: The bundle's own crate, and the README beside it (Workflow RO-Crate asks for one).
+CRATE_NAME = provenance.CRATE_NAME
+README = provenance.README
 
 #: What a re-run of the analysis needs, besides the config and the dataset manifest.
 WORKFLOW_REQUIRED = ("Snakefile", "workflows", "steps", "reana.yaml")
@@ -83,6 +97,20 @@ class Bundle:
     def by_name(self) -> dict[str, BundleFile]:
         """The files, keyed by name."""
         return {f.name: f for f in self.files}
+
+
+@dataclass(frozen=True)
+class RunCrate:
+    """The run's RO-Crate, which the bundle's own crate is derived from, and the gate's word.
+
+    Attributes:
+        path: The run's crate (``<workspace>/ro-crate-metadata.json``): the bundle's files
+            that are copies of the workspace's are named by their path relative to its folder.
+        gate: What the validation gate vouched for.
+    """
+
+    path: Path
+    gate: GateResult
 
 
 def digests(path: str | os.PathLike[str], chunk: int = 1 << 20) -> tuple[int, str, str]:
@@ -172,6 +200,7 @@ def write_bundle(
     *,
     workflow_root: str | Path | None = None,
     workflow_extra: tuple[str, ...] = (),
+    crate: RunCrate | None = None,
 ) -> Bundle:
     """Write ``<out>/bundle/`` atomically: the files, their manifest and the documents.
 
@@ -184,9 +213,16 @@ def write_bundle(
         workflow_root: If given, the workflow archive is packed from this repository root
             and added as :data:`WORKFLOW_ARCHIVE`.
         workflow_extra: Further files the workflow archive must hold (config, manifest).
+        crate: If given and the run's crate exists, the bundle carries a crate of its own
+            files (:data:`CRATE_NAME`, with :data:`README`), derived from the run's; it
+            needs the workflow archive.
 
     Returns:
         The bundle, with every file's digests.
+
+    Raises:
+        PubflowError: If a file is missing, a name is taken twice, or the run's crate cannot
+            describe these files (another run's, or not vouched for by the gate).
     """
     dest = Path(out) / BUNDLE_DIR
     with atomic_path(dest) as tmp:
@@ -198,15 +234,28 @@ def write_bundle(
             members = workflow_members(workflow_root, workflow_extra)
             write_workflow_archive(workflow_root, members, files_dir / WORKFLOW_ARCHIVE)
             origins[WORKFLOW_ARCHIVE] = f"packed from {len(members)} workflow files"
+        own = (CRATE_NAME, README) if crate is not None else ()
         for name, source in sources.items():
-            if "/" in name or name in origins:
+            if "/" in name or name in origins or name in own:
                 raise PubflowError(f"bad or duplicate bundle file name {name!r}")
             if not Path(source).is_file():
                 raise PubflowError("file to publish is missing", path=source)
             shutil.copyfile(source, files_dir / name)
             origins[name] = str(source)
-        files = tuple(BundleFile(name, origins[name], *digests(files_dir / name))
-                      for name in sorted(origins))
+        found = {name: digests(files_dir / name) for name in origins}
+        if crate is not None and not Path(crate.path).is_file():
+            log.warning("no RO-Crate of the run at %s (`python -m steps.provenance` writes "
+                        "it): the bundle carries no crate", crate.path)
+        elif crate is not None:
+            if workflow_root is None:
+                raise PubflowError("a bundle's RO-Crate needs the workflow archive",
+                                   path=crate.path)
+            _write_crate(files_dir, crate, sources, found, members, Path(workflow_root))
+            for name, origin in ((README, "written for the deposit from the run's RO-Crate"),
+                                 (CRATE_NAME, f"derived from {crate.path}")):
+                origins[name] = origin
+                found[name] = digests(files_dir / name)
+        files = tuple(BundleFile(name, origins[name], *found[name]) for name in sorted(origins))
         docs = dict(documents(files))
         manifest = {"files": [asdict(f) for f in files],
                     "workflow_members": [f"{WORKFLOW_PREFIX}/{m}" for m in members]}
@@ -215,3 +264,36 @@ def write_bundle(
     log.info("bundle written: %s (%d files, %.1f kB)", dest, len(files),
              sum(f.size for f in files) / 1e3)
     return Bundle(path=dest, files=files, documents={MANIFEST: manifest, **docs})
+
+
+def _write_crate(files_dir: Path, crate: RunCrate, sources: Mapping[str, str | Path],
+                 found: Mapping[str, tuple[int, str, str]], members: list[str],
+                 workflow_root: Path) -> None:
+    """Write the README and the crate of the bundle's files, once the gate vouches for it."""
+    try:
+        run_crate = json.loads(Path(crate.path).read_text())
+    except (OSError, ValueError) as err:
+        raise PubflowError(f"the run's RO-Crate cannot be read ({one_line(err)}): run "
+                           "`python -m steps.provenance`", path=crate.path) from None
+    workspace = Path(crate.path).parent.resolve()
+
+    def origin(name: str) -> str | None:
+        if name not in sources:
+            return None  # made for the bundle: the workflow archive
+        resolved = Path(sources[name]).resolve()
+        return resolved.relative_to(workspace).as_posix() \
+            if resolved.is_relative_to(workspace) else None
+
+    published = [provenance.Published(name, origin(name), size, sha)
+                 for name, (size, _md5, sha) in sorted(found.items())]
+    readme = provenance.deposit_readme(run_crate, published, workflow=WORKFLOW_ARCHIVE)
+    (files_dir / README).write_text(readme)
+    size, _md5, sha = digests(files_dir / README)
+    published.append(provenance.Published(README, None, size, sha))
+    document = provenance.deposit_crate(
+        run_crate, published, workflow=WORKFLOW_ARCHIVE,
+        members={m: sha256sum(workflow_root / m) for m in members},
+        entry=f"{WORKFLOW_PREFIX}/Snakefile", source=crate.path)
+    check_crate(document, {f.name: (f.size, f.sha256) for f in published}, crate.gate,
+                workspace=workspace, path=f"{FILES_DIR}/{CRATE_NAME} (from {crate.path})")
+    write_json(files_dir / CRATE_NAME, document)

@@ -6,18 +6,26 @@ requires it to say valid, and requires every file it is about to publish to be l
 (``complete=True``; the report itself and the files named in ``exempt`` aside) and to still
 have the digest the validator saw: a file changed (or regenerated) after validation, or one
 that no validator saw, is refused.
+
+A bundle's RO-Crate, written after validation, is vouched for through what it says
+(:func:`check_crate`): it may describe only the bundle's files, with the digests they have,
+and call a file a copy of a run's output only where the report vouched for that output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 from steps.errors import PubflowError
 from steps.io import sha256sum
+from steps.provenance import is_local_id, refs
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +41,12 @@ class GateResult:
     Attributes:
         report: The validation report.
         verified: Artefacts whose digest matched the report, as ``{path: sha256}``.
+        report_sha256: The digest of the report as the gate read it.
     """
 
     report: Path
     verified: dict[str, str]
+    report_sha256: str = ""
 
 
 def _key(path: str | Path) -> str:
@@ -64,8 +74,9 @@ def check_gate(report: str | Path, artefacts: Iterable[str | Path] = (), *,
     if not report.is_file():
         raise PubflowError(f"the validation gate has not passed (no report): {RERUN}",
                            path=report)
+    raw = report.read_bytes()
     try:
-        data = json.loads(report.read_text())
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PubflowError(f"unreadable validation report ({err}): {RERUN}",
                            path=report) from None
@@ -98,4 +109,52 @@ def check_gate(report: str | Path, artefacts: Iterable[str | Path] = (), *,
         verified[str(artefact)] = digest
     log.info("validation gate passed: %s (%d published file(s) match it)", report,
              len(verified))
-    return GateResult(report=report, verified=verified)
+    return GateResult(report=report, verified=verified,
+                      report_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def check_crate(crate: Mapping[str, Any], files: Mapping[str, tuple[int, str]],
+                gate: GateResult, *, workspace: str | Path, path: str | Path) -> None:
+    """Vouch for a bundle's RO-Crate as for the bundle's other files.
+
+    Its data entities must be exactly the bundle's other files, each with the size and sha256
+    it has, all parts of the root; and each one it says is a copy of a file of the run
+    (``alternateName``, a path in ``workspace``) must be a copy of a file the gate vouched
+    for (or of the report itself), with that digest.
+
+    Args:
+        crate: The crate, as it is about to be written.
+        files: The bundle's other files: name -> (size, sha256).
+        gate: What the gate vouched for.
+        workspace: The run's workspace, which the crate's ``alternateName`` paths are in.
+        path: What to call the crate in messages.
+
+    Raises:
+        PubflowError: Naming the entity and the key that are not vouched for.
+    """
+    graph = {e["@id"]: e for e in crate.get("@graph", [])
+             if isinstance(e, dict) and isinstance(e.get("@id"), str)}
+    listed = {unquote(i): e for i, e in graph.items() if is_local_id(i)}
+    unlisted, absent = sorted(set(files) - set(listed)), sorted(set(listed) - set(files))
+    if unlisted:
+        raise PubflowError(f"the bundle's file {unlisted[0]} is not in the crate", path=path)
+    if absent:
+        raise PubflowError("lists a file the bundle does not hold", path=path, key=absent[0])
+    parts = {unquote(i) for i in refs((graph.get("./") or {}).get("hasPart"))}
+    if parts != set(files):
+        raise PubflowError("the root's parts are not the bundle's files "
+                           f"({len(parts)} vs {len(files)})", path=path, key="./.hasPart")
+    vouched = {Path(k).resolve(): v for k, v in gate.verified.items()}
+    vouched[gate.report.resolve()] = gate.report_sha256
+    for name, (size, sha256) in sorted(files.items()):
+        entity = listed[name]
+        for key, value in (("sha256", sha256), ("contentSize", str(size))):
+            if entity.get(key) != value:
+                raise PubflowError(f"says {entity.get(key)!r}, the file has {value!r}",
+                                   path=path, key=f"{name}.{key}")
+        origin = entity.get("alternateName")
+        if origin is not None and vouched.get((Path(workspace) / str(origin)).resolve()) \
+                != sha256:
+            raise PubflowError(f"calls it a copy of {origin}, which the validation report "
+                               "does not vouch for with that sha256", path=path,
+                               key=f"{name}.alternateName")

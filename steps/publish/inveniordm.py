@@ -475,7 +475,7 @@ def main(args: argparse.Namespace) -> None:
                                                       credentials=CREDENTIALS)}
 
         bundle = write_bundle(opts.out, record.files, documents, workflow_root=opts.root,
-                              workflow_extra=record.workflow_inputs)
+                              workflow_extra=record.workflow_inputs, crate=record.crate)
         if not opts.upload:
             common.log_dry_run(bundle)
             return

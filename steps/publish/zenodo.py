@@ -44,7 +44,14 @@ from typing import Any
 from steps.config import load_analysis, validate
 from steps.errors import PubflowError
 from steps.publish import buckets, common, links
-from steps.publish.bundle import WORKFLOW_ARCHIVE, BundleFile, write_bundle
+from steps.publish.bundle import (
+    CRATE_NAME,
+    README,
+    WORKFLOW_ARCHIVE,
+    BundleFile,
+    RunCrate,
+    write_bundle,
+)
 from steps.publish.gate import check_gate
 from steps.publish.http import PermanentHttpError
 from steps.publish.links import Links
@@ -70,16 +77,14 @@ CREDENTIALS = {TOKEN_ENV: "Authorization: Bearer header"}
 METADATA = "metadata.json"
 #: Zenodo's production DOI prefix: on the sandbox, a DOI with it is not the sandbox record's.
 PRODUCTION_DOI_PREFIX = "10.5281/"
-#: The record of the run, which describes the validation too and so is written after it.
-PROVENANCE = "ro-crate-metadata.json"
 
 
 def sources(results: Path, report: Path) -> dict[str, Path]:
     """The outputs that go into the deposit (remote name -> local file).
 
     The HEPData archive, the likelihood (``results/model/*.json``), fit results and limits
-    (``results/fit/*.json``), figures, the validation report, and provenance
-    (``results/provenance/ro-crate-metadata.json``) when present.
+    (``results/fit/*.json``), figures and the validation report (the bundle adds the
+    workflow archive, and the crate of these files with its README).
     """
     found = {"hepdata-submission.tar.gz": results / "hepdata" / "submission.tar.gz"}
     for path in sorted((results / "model").glob("*.json")):
@@ -90,9 +95,6 @@ def sources(results: Path, report: Path) -> dict[str, Path]:
         if path.suffix in (".png", ".pdf", ".svg") and path.is_file():
             found[f"figure-{path.name}"] = path
     found["validation-report.json"] = report
-    provenance = results / "provenance" / "ro-crate-metadata.json"
-    if provenance.is_file():
-        found[PROVENANCE] = provenance
     if not any(name.startswith("model-") for name in found):
         raise PubflowError("no likelihood to publish (results/model/*.json)", path=results)
     return found
@@ -107,17 +109,20 @@ class Outputs:
         files: Remote name -> local file (:func:`sources`; the bundle adds the workflow).
         workflow_inputs: The config and the dataset manifest (inside the workflow archive).
         links: What the record links to.
+        crate: The run's RO-Crate, from which the bundle's own is derived.
     """
 
     publication: dict[str, Any]
     files: dict[str, Path]
     workflow_inputs: tuple[str, ...]
     links: Links
+    crate: RunCrate
 
     @property
     def names(self) -> list[str]:
         """The names of every file in the record, the workflow archive first."""
-        return [WORKFLOW_ARCHIVE, *self.files]
+        own = [README, CRATE_NAME] if self.crate.path.is_file() else []
+        return [WORKFLOW_ARCHIVE, *self.files, *own]
 
 
 def outputs(opts: common.Options, args: argparse.Namespace, service: str) -> Outputs:
@@ -133,15 +138,15 @@ def outputs(opts: common.Options, args: argparse.Namespace, service: str) -> Out
     datasets = config.get("Datasets")
     workflow_inputs = tuple(str(p) for p in (opts.config, datasets) if p)
     # the config and manifest travel inside the workflow archive: they too must be the
-    # validated ones; and every output, but the record of the run (PROVENANCE)
-    check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True,
-               exempt=[f for n, f in files.items() if n == PROVENANCE])
+    # validated ones. Every output must be vouched for; the bundle's crate through them
+    gate = check_gate(opts.report, [*files.values(), *workflow_inputs], complete=True)
     found = links.discover(opts.publish_root, production=opts.production,
                            hepdata=args.hepdata_url, code=args.code_url)
     if not found.hepdata:
         log.warning("%s: no HEPData record to link yet (publish it first: `python -m "
                     "steps.publish hepdata --upload`, or give --hepdata-url)", service)
-    return Outputs(publication, files, workflow_inputs, found)
+    return Outputs(publication, files, workflow_inputs, found,
+                   RunCrate(opts.root / CRATE_NAME, gate))
 
 
 def _real_doi(doi: Any, production: bool) -> str | None:
@@ -467,7 +472,7 @@ def main(args: argparse.Namespace) -> None:
                                       credentials=CREDENTIALS)}
 
         bundle = write_bundle(opts.out, record.files, documents, workflow_root=opts.root,
-                              workflow_extra=record.workflow_inputs)
+                              workflow_extra=record.workflow_inputs, crate=record.crate)
         if not opts.upload:
             common.log_dry_run(bundle)
             return
