@@ -6,11 +6,9 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,64 +16,12 @@ import pyhf
 import pytest
 import yaml
 
+from benchmarks.xrootd_server import Server
+
 from .conftest import REPO, copy_checkout, run, venv_env
 
-
-class XRootD:
-    """An xrootd server exporting one directory, on a free loopback port."""
-
-    def __init__(self, root: Path, config: str = "") -> None:
-        self.root = root
-        self.export = root / "data"
-        self.export.mkdir()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        for sub in ("admin", "run"):
-            (root / sub).mkdir()
-        (root / "xrd.cfg").write_text(
-            f"xrd.port {self.port}\nall.export {self.export}\n"
-            f"all.adminpath {root / 'admin'}\nall.pidpath {root / 'run'}\n{config}"
-        )
-        self.log = root / "admin" / "xrootd.log"  # a directory the xrootd user may write
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def url(self, name: str) -> str:
-        # XRootD URLs need the double slash before an absolute path
-        return f"root://127.0.0.1:{self.port}/{self.export / name}"
-
-    def start(self) -> None:
-        shutil.chown(self.root / "admin", "xrootd")
-        shutil.chown(self.root / "run", "xrootd")
-        # the server refuses to run as root: -R drops to the xrootd user
-        self.proc = subprocess.Popen(
-            ["xrootd", "-R", "xrootd", "-c", str(self.root / "xrd.cfg"),
-             "-l", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"xrootd did not start; see {self.log}")
-
-    def bytes_written(self) -> int:
-        """Bytes the server has written so far (its sockets and its log): the kernel's
-        ``wchar`` of the process, a count no client-side wrapper can miss."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
-            if line.startswith("wchar:"):
-                return int(line.split()[1])
-        raise RuntimeError("no wchar in /proc/PID/io")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+# the server as the benchmarks run it too: one configuration, one way to start it
+XRootD = Server
 
 
 @contextlib.contextmanager
