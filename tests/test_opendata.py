@@ -459,3 +459,55 @@ def test_end_to_end_the_manifest_of_a_record_on_xrootd_verifies_without_reading(
     assert no_reads == []
     # the server's own count: protocol only, far less than the files (it would be all of them)
     assert checksumming.bytes_written() - sent < sum(e["size"] for e in entries) / 20
+
+
+def test_end_to_end_select_reads_the_record_s_files_once(checksumming: XRootD,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """The workflow's select step on a record's files as from-opendata lists them: each is
+    verified by the server's adler32 and then read once, only what the histogram needs. The
+    server's own count of bytes sent (about 4 kB of a 24 kB file) stays below half the file,
+    which a check that streamed it, as a sha256 does, would exceed on its own; the histogram
+    is numpy's count of the same entries."""
+    from steps import select
+    from steps.config import check_analysis
+
+    events = {"data.root": 3000, "sim.root": 2000}
+    entries = []
+    for i, (name, n) in enumerate(events.items()):
+        local = checksumming.export / name
+        _nanoaod_like(local, n, 10 + i)
+        os.chmod(local, 0o644)
+        blob = local.read_bytes()
+        entries.append({"checksum": f"adler32:{zlib.adler32(blob) & 0xFFFFFFFF:08x}",
+                        "filename": name, "size": len(blob), "uri": checksumming.url(name)})
+    source = {**SOURCE_RECORD, "recid": "5",
+              "distribution": {**SOURCE_RECORD["distribution"], "number_files": 2,
+                               "number_events": sum(events.values())}, "files": entries}
+    manifest = tmp_path / "datasets.yaml"
+    with running_portal() as local_portal:
+        local_portal.add(source, {})
+        result = step(tmp_path, "datasets", "from-opendata", "5", "--server", local_portal.url,
+                      "--manifest", str(manifest))
+    assert result.returncode == 0, result.stderr
+    urls = [e["uri"] for e in entries]
+    edges = [0.0, 1.0, 2.0, 3.0, 4.0]
+    config = {
+        "General": {"Measurement": "m", "POI": "mu", "InputPath": "{SamplePath}",
+                    "HistogramFolder": str(tmp_path / "histograms")},
+        "Regions": [{"Name": "SR", "Variable": "nMuon", "Binning": edges}],
+        "Samples": [{"Name": "Data", "Tree": "Events", "Data": True, "SamplePath": urls[0]},
+                    {"Name": "Sim", "Tree": "Events", "SamplePath": urls[1]}],
+        "NormFactors": [{"Name": "mu", "Samples": "Sim", "Nominal": 1, "Bounds": [0, 5]}],
+        "Datasets": str(manifest),
+    }
+    check_analysis(config, "the test's config")
+    for url, name in zip(urls, events, strict=True):
+        before = checksumming.bytes_written()
+        assert select.select(config, url, str(tmp_path / f"{name}.npz")) == 1
+        sent = checksumming.bytes_written() - before
+        size = (checksumming.export / name).stat().st_size
+        assert 0 < sent < size / 2, (sent, size)
+        values = uproot.open(checksumming.export / name)["Events"]["nMuon"].array(library="np")
+        with np.load(tmp_path / f"{name}.npz") as part:
+            sumw = next(part[k] for k in part.files if k.endswith("/sumw"))
+        assert sumw.tolist() == np.histogram(values, bins=edges)[0].tolist()
