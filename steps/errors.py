@@ -14,6 +14,9 @@ class PubflowError(Exception):
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.key = key
+        #: the message without the file it names (the key kept), for a caller that names
+        #: the file itself (a report's row, a skipped file's record)
+        self.detail = f"{key}: {message}" if key else message
 
 
 def one_line(err: BaseException, limit: int = 200) -> str:

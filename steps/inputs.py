@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,34 +38,10 @@ class Unreadable(PubflowError):
     manifest is wrong data: a plain PubflowError.)"""
 
 
-@dataclass(frozen=True)
-class Origin:
-    """What a histogram is of: its sample, whether that is data, whether it is nominal."""
-
-    sample: str
-    data: bool
-    nominal: bool
-
-
-def origins(config: dict[str, Any]) -> dict[str, Origin]:
-    """``{histogram name: Origin}`` for every histogram of :func:`templates`."""
-    from cabinetry import histo, route
-
-    found: dict[str, Origin] = {}
-
-    def collect(region: dict, sample: dict, systematic: dict, template: Any) -> None:
-        found[histo.name(region, sample, systematic, template=template)] = Origin(
-            sample["Name"], bool(sample.get("Data")), template is None)
-
-    route.apply_to_all_templates(layout.histogram_config(config), collect)
-    return found
-
-
 def file_policy(config: dict[str, Any], todo: list[Template]) -> str:
     """``skip`` if every sample the file feeds skips unreadable files, else ``fail``: a file
     shared with a sample that must not lose it is never skipped."""
-    by_name = origins(config)
-    policies = {layout.on_unreadable(config, by_name[t.name].sample) for t in todo}
+    policies = {layout.on_unreadable(config, t.sample) for t in todo}
     return "skip" if policies == {"skip"} else "fail"
 
 
@@ -101,13 +76,6 @@ def check_trees(entry: dict[str, Any], input_path: str, source: str, todo: list[
                                f"{', '.join(sorted(trees)) or 'none'})", path=input_path)
 
 
-def _reason(err: PubflowError) -> str:
-    """The error's message without the file name it starts with."""
-    text = str(err)
-    prefix = f"{err.path}: " if err.path else ""
-    return text[len(prefix):] if prefix and text.startswith(prefix) else text
-
-
 def verify_readable(entry: dict[str, Any], input_path: str, source: str, classify: bool
                     ) -> None:
     """Verify the file against its manifest entry (size, checksums).
@@ -126,7 +94,7 @@ def verify_readable(entry: dict[str, Any], input_path: str, source: str, classif
         raise Unreadable(f"cannot read it ({one_line(err)})", path=input_path) from None
     except PubflowError as err:
         if classify and not _whole(entry, input_path):
-            raise Unreadable(_reason(err), path=input_path) from None
+            raise Unreadable(err.detail, path=input_path) from None
         raise
 
 
@@ -173,7 +141,7 @@ def write_partial(output: str, arrays: dict[str, np.ndarray], record: dict[str, 
 def skip(output: str, input_path: str, entry: dict[str, Any], todo: list[Template],
           err: PubflowError) -> int:
     """Write the partial of a skipped file (no histograms, the record of why); warn once."""
-    record = input_record(input_path, entry, todo, _reason(err))
+    record = input_record(input_path, entry, todo, err.detail)
     write_partial(output, {}, record)
     counts = ", ".join(f"{n} entries in {tree}" for tree, n in record["entries"].items())
     log.warning("%s: unreadable, skipped (InputPolicy OnUnreadable: skip): %s; the manifest "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 from steps import cli, layout
 from steps.config import load_analysis
 from steps.errors import PubflowError
-from steps.inputs import INPUT_RECORD, Origin, origins
+from steps.inputs import INPUT_RECORD
 from steps.io import atomic_path, write_json
 from steps.select import Template, templates
 
@@ -50,7 +50,6 @@ def merge(config: dict[str, Any], partials: dict[str, str], folder: str, summary
             raise PubflowError(f"unreadable partial histograms ({err})", path=npz) from None
         loaded[layout.normalize(path)] = part
         records[layout.normalize(path)] = _record(part, npz)
-    by_name = origins(config)
     table: dict[str, dict[str, Any]] = {}
     with atomic_path(folder) as tmp:
         tmp.mkdir()
@@ -59,7 +58,7 @@ def merge(config: dict[str, Any], partials: dict[str, str], folder: str, summary
                 if path not in loaded:
                     raise PubflowError(f"no partial histograms given for {path}",
                                        key=f"histogram {t.name}")
-            inputs = histogram_inputs(t, by_name[t.name], records)
+            inputs = histogram_inputs(t, records)
             sumw = np.zeros(len(t.bins) - 1)
             sumw2 = np.zeros(len(t.bins) - 1)
             for path in t.paths:
@@ -81,7 +80,7 @@ def merge(config: dict[str, Any], partials: dict[str, str], folder: str, summary
             hist.save(tmp / t.name)
             table[t.name] = {"yield": float(sumw.sum()), "stdev": float(np.sqrt(sumw2.sum())),
                              "bins": list(t.bins), "files": list(t.paths),
-                             "sample": by_name[t.name].sample, "inputs": inputs}
+                             "sample": t.sample, "inputs": inputs}
         postprocess(config, tmp)
     write_json(summary, table)
     log.info("merged %d histograms from %d files into %s", len(table), len(partials), folder)
@@ -102,8 +101,7 @@ def _record(part: Any, npz: str) -> dict[str, Any]:
     return record
 
 
-def histogram_inputs(t: Template, origin: Origin, records: dict[str, dict[str, Any]]
-                     ) -> dict[str, Any]:
+def histogram_inputs(t: Template, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What one histogram was filled from: per file the entries of its tree (manifest
     counts; None for a file the manifest does not list), the files skipped, the entries
     expected and processed, the processed fraction, and the scale applied to it.
@@ -117,24 +115,35 @@ def histogram_inputs(t: Template, origin: Origin, records: dict[str, dict[str, A
         entries[path] = None if counts is None else counts.get(t.tree)
     skipped = [{"file": path, "reason": records[path]["skipped"], "entries": entries[path]}
                for path in t.paths if records[path]["skipped"] is not None]
-    known = all(n is not None for n in entries.values())
-    if skipped and not known:
+    if skipped and any(n is None for n in entries.values()):
         unknown = next(p for p, n in entries.items() if n is None)
         raise PubflowError(f"{len(skipped)} file(s) skipped as unreadable, but the manifest "
                            f"counts no entries of tree {t.tree!r} in {unknown}, so the "
                            "processed fraction is unknown", key=f"histogram {t.name}")
-    expected = sum(n for n in entries.values() if n is not None) if known else None
-    processed = expected - sum(s["entries"] for s in skipped) if known else None
-    if skipped and not processed and expected:
+    counted = processed_fraction(entries.values(), skipped, t.data)
+    if skipped and not counted["entries_processed"] and counted["entries_expected"]:
         first = skipped[0]
         raise PubflowError(f"every input file was skipped as unreadable (first: "
                            f"{first['file']}: {first['reason']})", key=f"histogram {t.name}")
+    return {"tree": t.tree, "data": t.data, "nominal": t.nominal,
+            "entries": entries, "skipped": skipped, **counted}
+
+
+def processed_fraction(entries: Iterable[int | None], skipped: Sequence[dict[str, Any]],
+                       data: bool) -> dict[str, Any]:
+    """The entries expected (manifest counts; None where one is unknown) and processed (less
+    the ``skipped`` files' entries), their fraction, and the scale applied: expected /
+    processed for simulation, 1 for data."""
+    counts = list(entries)
+    known = all(n is not None for n in counts)
+    expected = sum(counts) if known else None
+    processed = expected - sum(s["entries"] for s in skipped) if known else None
     fraction = processed / expected if expected else 1.0
-    # data are what was recorded: never scaled (a shortfall is stated, and validated)
-    scale = expected / processed if expected and not origin.data and fraction < 1 else 1.0
-    return {"tree": t.tree, "data": origin.data, "nominal": origin.nominal,
-            "entries": entries, "skipped": skipped, "entries_expected": expected,
-            "entries_processed": processed, "processed_fraction": fraction, "scale": scale}
+    # data are what was recorded: never scaled (a shortfall is stated, and validated);
+    # nothing processed has no scale (histogram_inputs refuses it)
+    scale = expected / processed if processed and not data and fraction < 1 else 1.0
+    return {"entries_expected": expected, "entries_processed": processed,
+            "processed_fraction": fraction, "scale": scale}
 
 
 def sample_inputs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -164,17 +173,9 @@ def sample_inputs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for sample, pairs in counts.items():
         skipped = [{k: v for k, v in item.items() if k != "trees"}
                    for _, item in sorted(lost.get(sample, {}).items())]
-        known = all(n is not None for n in pairs.values())
-        expected = sum(n for n in pairs.values() if n is not None) if known else None
-        processed = expected - sum(s["entries"] for s in skipped) if known else None
-        fraction = processed / expected if expected else 1.0
-        out[sample] = {
-            "data": data[sample], "files": len({path for path, _ in pairs}),
-            "skipped": skipped, "entries_expected": expected, "entries_processed": processed,
-            "processed_fraction": fraction,
-            "scale": expected / processed if expected and not data[sample] and fraction < 1
-            else 1.0,
-        }
+        out[sample] = {"data": data[sample], "files": len({path for path, _ in pairs}),
+                       "skipped": skipped,
+                       **processed_fraction(pairs.values(), skipped, data[sample])}
     return out
 
 

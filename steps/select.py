@@ -68,6 +68,10 @@ class Template:
     weight: str | None
     bins: tuple[float, ...]
     candidates: Candidates | None = None
+    # what it is of: the sample, whether that is data, whether it is the nominal template
+    sample: str = ""
+    data: bool = False
+    nominal: bool = True
 
     def expressions(self) -> dict[str, str]:
         """The expressions to evaluate per event, by role."""
@@ -113,6 +117,9 @@ def templates(config: dict[str, Any]) -> list[Template]:
                 weight=builder._weight(region, sample, systematic, template),
                 bins=tuple(float(b) for b in builder._binning(region)),
                 candidates=candidates if sample["Name"] in chosen else None,
+                sample=sample["Name"],
+                data=bool(sample.get("Data")),
+                nominal=template is None,
             )
         )
 
@@ -407,15 +414,20 @@ def _keep_freed_memory() -> None:
             mallopt(ctypes.c_int(option), ctypes.c_int(value))
 
 
+def _by_tree(todo: list[Template]) -> dict[str, list[Template]]:
+    """The histograms by the tree they are filled from, in their order."""
+    by_tree: dict[str, list[Template]] = defaultdict(list)
+    for t in todo:
+        by_tree[t.tree].append(t)
+    return by_tree
+
+
 def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZE) -> Sums:
     """Fill the histograms ``todo`` from one file; return ``{name: (sumw, sumw2)}``."""
     _keep_freed_memory()
     sums = {t.name: (np.zeros(len(t.bins) - 1), np.zeros(len(t.bins) - 1)) for t in todo}
-    by_tree: dict[str, list[Template]] = defaultdict(list)
-    for t in todo:
-        by_tree[t.tree].append(t)
     with _open(path) as file:
-        for tree_name, group in by_tree.items():
+        for tree_name, group in _by_tree(todo).items():
             _fill_tree(_get_tree(file, path, tree_name), path, group, sums, step_size)
     return sums
 
@@ -666,12 +678,9 @@ def structure_error(input_path: str, todo: list[Template]) -> PubflowError | Non
     """After a failed read, the config's own mistake if that was the cause: a branch the
     expressions need that the tree lacks (it would fail on every file, so it is never
     skipped). Opened again, so that a damaged basket is not mistaken for it."""
-    by_tree: dict[str, list[Template]] = defaultdict(list)
-    for t in todo:
-        by_tree[t.tree].append(t)
     try:
         with _open(input_path) as file:
-            for tree_name, group in by_tree.items():
+            for tree_name, group in _by_tree(todo).items():
                 tree = _get_tree(file, input_path, tree_name)
                 try:
                     _check_branches(tree, input_path, group)

@@ -108,13 +108,6 @@ def _read_json(check: Check) -> Any:
         return None
 
 
-def _pubflow_message(err: PubflowError) -> str:
-    """A PubflowError's message without the file name the report already gives."""
-    text = str(err)
-    prefix = f"{err.path}: " if err.path else ""
-    return text[len(prefix):] if prefix and text.startswith(prefix) else text
-
-
 def _check_loaded(path: str | Path, loader: Callable[[str | Path], Any], loader_name: str,
                   summarise: Callable[[Any], str]) -> Check:
     """An input loaded as every step loads it, by ``loader`` (``steps.config.<loader_name>``).
@@ -130,7 +123,7 @@ def _check_loaded(path: str | Path, loader: Callable[[str | Path], Any], loader_
         try:
             loaded = loader(path)
         except PubflowError as err:
-            check.fail(_pubflow_message(err))
+            check.fail(err.detail)
         else:
             check.summary = summarise(loaded)
     return check
