@@ -221,16 +221,24 @@ def verify_input(manifest_path: str | Path, path: str | Path) -> dict[str, Any] 
 
 
 def trees(path: str | Path) -> dict[str, int]:
-    """Every TTree in a ROOT file, subdirectories included, by path, with its entries."""
+    """Every TTree in a ROOT file (local or remote), subdirectories included, by path, with
+    its entries.
+
+    Only each tree's entry count is read (``uproot.num_entries``), not its branches: for a
+    NanoAOD file's 1500 branches that is milliseconds instead of a CPU-second.
+    """
     import uproot
 
-    # Anything may surface from a damaged or foreign file (uproot raises ValueError, OSError,
-    # its own DeserializationError, struct errors...); each is this file's fault, said once.
+    # Anything may surface from a damaged, foreign or unreachable file (uproot raises
+    # ValueError, OSError, its own DeserializationError, struct errors...); each is this
+    # file's fault, said once.
     try:
         with uproot.open(path) as f:
             names = [name for name, cls in f.classnames(recursive=True, cycle=False).items()
                      if cls in TREE_CLASSES]
-            found = {name: int(f[name].num_entries) for name in names}
+        # uproot.num_entries of no tree at all fails as if the file were missing
+        found = {tree: int(n) for _, tree, n in uproot.num_entries(
+            [{str(path): name} for name in names])} if names else {}
     except Exception as err:
         raise PubflowError(f"not a readable ROOT file ({one_line(err)})", path=path) from None
     if not found:

@@ -313,27 +313,6 @@ def _without_stale_sha256(manifest: dict[str, Any], files: Sequence[RemoteFile]
     return {**manifest, "files": kept}
 
 
-def tree_entries(url: str) -> dict[str, int]:
-    """Every TTree of a remote ROOT file by its path, with its entries (as ``datasets.trees``).
-
-    Only each tree's entry count is read (``uproot.num_entries``), not its branches: for a
-    NanoAOD file's 1500 branches that is milliseconds instead of a CPU-second.
-    """
-    import uproot
-
-    # anything may surface from a damaged, foreign or unreachable file: each is this file's
-    try:
-        with uproot.open(url) as f:
-            names = [name for name, kind in f.classnames(recursive=True, cycle=False).items()
-                     if kind in datasets.TREE_CLASSES]
-        found = {tree: int(n) for _, tree, n in uproot.num_entries([{url: n} for n in names])}
-    except Exception as err:
-        raise PubflowError(f"not a readable ROOT file ({one_line(err)})", path=url) from None
-    if not found:
-        raise PubflowError("no TTree in the file (select reads TTrees only)", path=url)
-    return found
-
-
 def read_trees_of(files: Sequence[RemoteFile], read: TreeReader) -> list[dict[str, int]]:
     """The TTrees of every file with their entries, ``READERS`` files at a time."""
     log.info("reading the TTrees of %d files (their metadata, not their data)", len(files))
@@ -362,7 +341,7 @@ def _check_events(metadata: dict[str, Any], trees: Sequence[dict[str, int]],
 
 def from_opendata(manifest_path: str | Path, recid: int, *, index: str | None = None,
                   sample: str | None = None, server: str = DEFAULT_SERVER,
-                  read_trees: TreeReader = tree_entries) -> dict[str, Any]:
+                  read_trees: TreeReader = datasets.trees) -> dict[str, Any]:
     """Add the ROOT files of record ``recid`` (of its file index ``index``) to the manifest.
 
     Other entries are kept as they are; an entry of the same file is updated. Nothing is

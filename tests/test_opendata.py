@@ -29,7 +29,6 @@ import yaml
 
 from steps import cli, datasets, opendata
 from steps.config import load_datasets
-from steps.errors import PubflowError
 from steps.validate import check_datasets
 
 from .conftest import REPO, step
@@ -400,17 +399,6 @@ def test_cernopendata_client_sees_the_files_the_manifest_lists(portal: Portal,
                for e in read(manifest)["files"]]
     assert seen == written
     assert len(seen) == len(STORED_FILES)
-
-
-def test_tree_entries_are_every_ttree_s_with_its_entries(tmp_path: Path) -> None:
-    """The entry counts alone, read without the branches: the same trees ``add`` records."""
-    from .test_datasets import TREES, write_ntuple
-
-    path = write_ntuple(tmp_path / "n.root")
-    assert opendata.tree_entries(str(path)) == TREES == datasets.trees(path)
-    (tmp_path / "bad.root").write_bytes(b"not ROOT")
-    with pytest.raises(PubflowError, match=r"bad\.root: not a readable ROOT file"):
-        opendata.tree_entries(str(tmp_path / "bad.root"))
 
 
 def _nanoaod_like(path: Path, events: int, seed: int) -> None:
