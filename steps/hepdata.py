@@ -839,6 +839,22 @@ def limits_table_name(config: dict[str, Any]) -> str:
     return f"Upper limits: {name}" if name else "Upper limits"
 
 
+def _frozen_sentence(points: list[dict[str, Any]]) -> str:
+    """What the limits' fits held fixed (``frozen_parameters``): each parameter with the
+    largest change of -2 ln L fixing it can make at any point; nothing if none was."""
+    largest: dict[str, float] = {}
+    for p in points:
+        for name, effect in (p.get("frozen_parameters") or {}).items():
+            largest[name] = max(float(effect), largest.get(name, 0.0))
+    if not largest:
+        return ""
+    return (" The fits hold fixed at their initial values the parameters along which float64 "
+            "cannot resolve -2 ln L, each with the largest change of -2 ln L that fixing it can "
+            "make at any hypothesis: "
+            + ", ".join(f"{name} ({effect:.1e})" for name, effect in sorted(largest.items()))
+            + ".")
+
+
 def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | None
                  ) -> Table:
     """Per hypothesis (one independent variable per scan variable): the observed and
@@ -869,7 +885,7 @@ def limits_table(limits: dict[str, Any], config: dict[str, Any], figure: Path | 
         + ("; the limits on that ratio" if relative else
            "; the observed limit on the cross section times branching fraction" if xsec
            else "")
-        + "; the local significance of the signal.",
+        + "; the local significance of the signal." + _frozen_sentence(points),
         f"Figure {figure.name}" if figure else "Table",
         config,
     )

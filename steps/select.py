@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import dataclasses
 import functools
 import logging
 import operator
@@ -34,6 +35,7 @@ import numpy as np
 from steps import cli, inputs, layout
 from steps.config import load_analysis
 from steps.errors import PubflowError, one_line
+from steps.io import read_input_json, sha256sum, write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,13 @@ def _is_number(text: str) -> bool:
 
 
 def templates(config: dict[str, Any]) -> list[Template]:
-    """Every histogram the analysis needs, with scan samples (cabinetry's iteration)."""
+    """Every histogram the analysis needs, with scan samples (cabinetry's iteration).
+
+    Importing cabinetry (and pyhf, scipy, matplotlib with it) costs a process about 2.5 s of
+    CPU, more than filling a file of 10^6 events: the workflow resolves the templates once
+    (:mod:`steps.templates`, :func:`save_templates`), and each select job reads them
+    (:func:`load_templates`).
+    """
     from cabinetry import histo, route
     from cabinetry.templates import builder  # cabinetry's resolution of overrides, reused as is
 
@@ -125,6 +133,46 @@ def templates(config: dict[str, Any]) -> list[Template]:
 
     route.apply_to_all_templates(full, collect)
     return found
+
+
+TEMPLATES_FORMAT = "pubflow-templates/1"
+
+
+def save_templates(path: str | Path, config_path: str | Path) -> int:
+    """Write the templates of the resolved config ``config_path`` to ``path`` (JSON), with
+    that file's sha256, so that a select job given another config refuses them. Returns
+    the number of templates."""
+    found = templates(load_analysis(config_path))
+    write_json(path, {"format": TEMPLATES_FORMAT, "config_sha256": sha256sum(config_path),
+                      "templates": [dataclasses.asdict(t) for t in found]})
+    return len(found)
+
+
+def load_templates(path: str | Path, config_path: str | Path) -> list[Template]:
+    """The templates :func:`save_templates` wrote for the config ``config_path``.
+
+    Raises:
+        PubflowError: If the file is unreadable, not of this format, or of another config.
+    """
+    saved = read_input_json(path)
+    if not isinstance(saved, dict) or saved.get("format") != TEMPLATES_FORMAT:
+        raise PubflowError(f"not a templates file of pubflow ({TEMPLATES_FORMAT})", path=path)
+    if saved.get("config_sha256") != sha256sum(config_path):
+        raise PubflowError(f"made from another config than {config_path}: write them "
+                           "again (python -m steps.templates)", path=path)
+    try:
+        return [_template(t) for t in saved["templates"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise PubflowError(f"malformed template ({one_line(err)})", path=path) from None
+
+
+def _template(saved: dict[str, Any]) -> Template:
+    fields = {**saved, "paths": tuple(saved["paths"]),
+              "bins": tuple(float(b) for b in saved["bins"])}
+    if saved.get("candidates") is not None:
+        c = saved["candidates"]
+        fields["candidates"] = Candidates(tuple(c["event"]), c["best"], c.get("filter"))
+    return Template(**fields)
 
 
 @contextlib.contextmanager
@@ -609,8 +657,11 @@ def _fill_tree(tree: Any, path: str, group: list[Template], sums: Sums, step_siz
 
 
 def select(config: dict[str, Any], input_path: str, output: str,
-           step_size: int = DEFAULT_STEP_SIZE) -> int:
+           step_size: int = DEFAULT_STEP_SIZE, plan: list[Template] | None = None) -> int:
     """Fill every histogram fed by ``input_path``; write them to ``output`` (npz).
+
+    ``plan`` is the config's templates where they were resolved already
+    (:func:`load_templates`); by default they are resolved here.
 
     The partial also records its input file and the entries the manifest counts for it
     (:func:`steps.inputs.input_record`). Where every sample the file feeds has
@@ -623,7 +674,7 @@ def select(config: dict[str, Any], input_path: str, output: str,
         The number of histograms filled (0 for a skipped file).
     """
     wanted = layout.normalize(input_path)
-    todo = [t for t in templates(config) if wanted in t.paths]
+    todo = [t for t in (templates(config) if plan is None else plan) if wanted in t.paths]
     if not todo:
         raise PubflowError("no histogram of the config reads this file", path=input_path)
     entry = inputs.manifest_entry(config, input_path)
@@ -664,11 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="partial histograms to write (.npz)")
     p.add_argument("--step-size", type=int, default=DEFAULT_STEP_SIZE,
                    help="entries read per chunk (bounds memory)")
+    p.add_argument("--templates", metavar="JSON",
+                   help="the config's templates, as steps.templates wrote them "
+                        "(results/templates.json): saves this job importing cabinetry")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    select(load_analysis(args.config), args.input, args.output, args.step_size)
+    plan = None if args.templates is None else load_templates(args.templates, args.config)
+    select(load_analysis(args.config), args.input, args.output, args.step_size, plan)
 
 
 # -- after a failed read: the config's mistake, or an unreadable file ----------------------

@@ -523,3 +523,18 @@ def test_limits_relative_to_the_z_are_published_as_a_ratio_not_in_pb() -> None:
     expected = columns["Expected upper limit on the ratio of sigma x B to sigma x B(Z)"]
     assert list(expected.values) == pytest.approx([2.1 / 97, 1.7 / 97, 3.0 / 97])
     assert "mu_Z" in table.description and "cancel" in table.description
+
+
+def test_parameters_the_limit_fits_held_fixed_are_stated_with_their_bound() -> None:
+    """A placeholder shapesys too narrow for float64 is fixed (steps.limits.frozen_components):
+    the record says so, with the largest bound on -2 ln L over the hypotheses."""
+    from steps.hepdata import limits_table
+
+    points = [dict(p) for p in LIMIT_POINTS]
+    points[0] = {**points[0], "frozen_parameters": {"placeholder[0]": 3e-9}}
+    points[2] = {**points[2], "frozen_parameters": {"placeholder[0]": 4.5e-8}}
+    limits = {"poi": "mu_res", "labels": ["mass"], "points": points}
+    description = limits_table(limits, {}, None).description
+    assert description.endswith("at any hypothesis: placeholder[0] (4.5e-08).")
+    plain = {"poi": "mu_res", "labels": ["mass"], "points": LIMIT_POINTS}
+    assert "fixed" not in limits_table(plain, {}, None).description

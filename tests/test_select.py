@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,9 @@ import uproot
 import yaml
 
 from steps import layout, merge, select, simulate
+from steps.config import load_analysis
 
-from .conftest import REPO, copy_checkout, step, write_config
+from .conftest import REPO, copy_checkout, run, step, write_config
 
 DATA = REPO / "inputs" / "data" / "uproot-Zmumu.root"
 
@@ -239,3 +242,76 @@ def test_an_input_the_manifest_does_not_list_stops_select(checkout: Path, config
     code, err, out = _select(checkout, "inputs/data/copy.root")
     assert code == 0, err
     assert out.is_file()
+
+
+# --- the templates resolved once for every select job (steps.templates) ------------------------
+
+
+def _config_step(work: Path) -> None:
+    """The workflow's config and templates steps, as its rules call them."""
+    settings = json.dumps(yaml.safe_load((work / "inputs" / "pubflow.yaml").read_text()))
+    step(work, "config", "--settings", settings, "--source", "inputs/pubflow.yaml",
+         "--output", "results/config.json", check=True)
+    step(work, "templates", "--config", "results/config.json", "--output",
+         "results/templates.json", check=True)
+
+
+def test_templates_the_templates_step_saves_are_those_cabinetry_resolves(checkout: Path) -> None:
+    _config_step(checkout)
+    config = load_analysis(checkout / "results" / "config.json")
+    saved = select.load_templates(checkout / "results" / "templates.json",
+                                  checkout / "results" / "config.json")
+    assert saved == select.templates(config)  # resolved again here, by cabinetry
+    assert any(t.candidates is not None for t in saved)  # the data's one candidate per event
+
+
+def test_select_given_the_templates_fills_the_same_without_importing_cabinetry(
+        checkout: Path) -> None:
+    _config_step(checkout)
+    common = ["--config", "results/config.json", "--input", "inputs/data/uproot-Zmumu.root"]
+    step(checkout, "select", *common, "--output", "plain.npz", check=True)
+    given = run([sys.executable, "-X", "importtime", "-m", "steps.select", *common,
+                 "--templates", "results/templates.json", "--output", "given.npz"], checkout)
+    imported = {line.split("|")[-1].strip() for line in given.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "uproot" in imported  # the check sees what the job imports
+    assert not {m for m in imported if m.split(".")[0] in ("cabinetry", "pyhf")}
+    plain, fast = np.load(checkout / "plain.npz"), np.load(checkout / "given.npz")
+    assert sorted(plain.files) == sorted(fast.files)
+    for key in plain.files:
+        assert np.array_equal(plain[key], fast[key]), key
+
+
+def test_templates_of_another_config_are_refused(checkout: Path) -> None:
+    _config_step(checkout)
+    config = checkout / "results" / "config.json"
+    resolved = json.loads(config.read_text())
+    resolved["Regions"][0]["Filter"] += " & (M > 70)"
+    config.write_text(json.dumps(resolved))
+    out = checkout / "out.npz"
+    result = step(checkout, "select", "--config", "results/config.json", "--templates",
+                  "results/templates.json", "--input", "inputs/data/uproot-Zmumu.root",
+                  "--output", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        ("python -m steps.select: error: results/templates.json: made from another config "
+         "than results/config.json: write them again (python -m steps.templates)")]
+    assert not out.exists()
+
+
+MALFORMED = '{"format": "pubflow-templates/1", "config_sha256": "%s", "templates": [{"name": 1}]}'
+
+
+@pytest.mark.parametrize("text", ["[]", MALFORMED])
+def test_a_malformed_templates_file_is_one_line(checkout: Path, text: str) -> None:
+    _config_step(checkout)
+    digest = hashlib.sha256((checkout / "results" / "config.json").read_bytes()).hexdigest()
+    (checkout / "results" / "templates.json").write_text(text.replace("%s", digest))
+    result = step(checkout, "select", "--config", "results/config.json", "--templates",
+                  "results/templates.json", "--input", "inputs/data/uproot-Zmumu.root",
+                  "--output", "out.npz")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "python -m steps.select: error: results/templates.json: "), lines
+    assert not (checkout / "out.npz").exists()

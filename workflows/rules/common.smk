@@ -45,6 +45,8 @@ ANALYSIS_FILE = (
 
 # What every step reads: the config above, resolved by rule config (workflows/rules/config.smk)
 CONFIG_FILE = "results/config.json"
+# ... and the histograms it makes, resolved with cabinetry once for every select job
+TEMPLATES = "results/templates.json"
 DATASETS = ANALYSIS["Datasets"]
 HISTOGRAMS = ANALYSIS["General"]["HistogramFolder"].rstrip("/")
 SELECT_JOBS = layout.select_jobs(ANALYSIS)

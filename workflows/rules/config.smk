@@ -20,3 +20,21 @@ rule config:
     shell:
         "python -m steps.config --settings-base64 {params.settings} --source {params.source:q}"
         " --output {output.config} --log {log}"
+
+
+# The histograms the config makes, resolved once with cabinetry for every select job (which
+# then does not import it); beside the simulation, off the critical path.
+rule templates:
+    input:
+        config=CONFIG_FILE,
+    output:
+        templates=TEMPLATES,
+    log:
+        "logs/templates.log",
+    container:
+        image("analysis")
+    resources:
+        **job_resources("512Mi", runtime=5),
+    shell:
+        "python -m steps.templates --config {input.config} --output {output.templates}"
+        " --log {log}"

@@ -10,6 +10,7 @@ for _job, _ntuple in SELECT_JOBS.items():
             rule_name("select", _job)
         input:
             config=CONFIG_FILE,
+            templates=TEMPLATES,
             datasets=DATASETS,
             ntuple=local_file(_ntuple),
         output:
@@ -24,8 +25,8 @@ for _job, _ntuple in SELECT_JOBS.items():
             # a remote file (root://...) is no local input: the job gets its URL instead
             url=remote_url(_ntuple),
         shell:
-            "python -m steps.select --config {input.config} --input {input.ntuple}{params.url}"
-            " --output {output.partial} --log {log}"
+            "python -m steps.select --config {input.config} --templates {input.templates}"
+            " --input {input.ntuple}{params.url} --output {output.partial} --log {log}"
 
 
 rule merge:
