@@ -167,18 +167,24 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(kind: str, config_path: str, ntuple: str) -> dict[str, Any]:
+def run_child(kind: str, config_path: str, ntuple: str, templates_path: str | None = None
+              ) -> dict[str, Any]:
+    """One contender on one file; with ``templates_path`` (steps.templates' output) the
+    templates are read as a workflow's select job reads them, without importing cabinetry."""
     sys.path.insert(0, str(Path.cwd()))
     from steps import layout, select
     from steps.config import load_analysis
 
     config = load_analysis(config_path)
-    templates = [t for t in select.templates(config) if ntuple in t.paths]
+    plan = (select.templates(config) if templates_path is None
+            else select.load_templates(templates_path, config_path))
+    templates = [t for t in plan if ntuple in t.paths]
     # every contender pays its imports before the clock starts: the per-file work is timed
     import boost_histogram  # noqa: F401
-    import cabinetry.contrib.histogram_creator
     import tqdm  # noqa: F401
     import uproot
+    if kind == "cabinetry":
+        import cabinetry.contrib.histogram_creator
     cpu0 = time.process_time()
     extra: dict[str, Any] = {}
     if kind == "select":
@@ -441,14 +447,17 @@ def bench_scale(root: Path, base: dict[str, Any], files: int, per_file: int
         remote.write_text(yaml.safe_dump(scale_config(base, urls, per_file), sort_keys=False))
         me = str(Path(__file__).resolve())
         partials = [work / f"results/select/Zmumu_{i:03d}.npz" for i in range(files)]
+        # resolved once, as the workflow's templates rule does: no job imports cabinetry
+        plan = str(work / "results/templates.json")
+        sh([PY, "-m", "steps.templates", "--config", str(remote), "--output", plan], work)
         out["floor"] = _phase("read floor over XRootD", server, [
-            [PY, me, "_child", "floor", str(remote), u] for u in urls], work, events)
+            [PY, me, "_child", "floor", str(remote), u, plan] for u in urls], work, events)
         out["select_internal"] = _phase("select's fill_file over XRootD", server, [
-            [PY, me, "_child", "select", str(remote), u] for u in urls], work, events)
+            [PY, me, "_child", "select", str(remote), u, plan] for u in urls], work, events)
         out["select_job"] = _phase("select jobs (python -m steps.select) over XRootD", server, [
-            [PY, "-m", "steps.select", "--config", str(remote), "--input", u,
-             "--output", str(npz)] for u, npz in zip(urls, partials, strict=True)], work,
-            events)
+            [PY, "-m", "steps.select", "--config", str(remote), "--templates", plan,
+             "--input", u, "--output", str(npz)] for u, npz in zip(urls, partials, strict=True)],
+            work, events)
         data = next(s for s in base["Samples"] if s.get("Data"))["SamplePath"]
         data_npz = work / "results/select/data.npz"
         sh([PY, "-m", "steps.select", "--config", str(remote), "--input", data,
@@ -579,7 +588,7 @@ def main() -> None:
         if kind == "fit":
             result = fit_child(sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
         else:
-            result = run_child(kind, sys.argv[3], sys.argv[4])
+            result = run_child(kind, sys.argv[3], sys.argv[4], *sys.argv[5:6])
         print(json.dumps(result))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
