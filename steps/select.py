@@ -25,7 +25,7 @@ import operator
 import queue
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,12 +342,67 @@ class _Expressions:
             *[a(branches, values) for a in args],
             **{k: v(branches, values) for k, v in kwargs.items()})
 
-    def evaluate(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """Every expression's values in one chunk of what uproot read (:attr:`reads`)."""
-        values: dict[str, Any] = {}  # the shared subexpressions of this chunk only
-        out = {expr: step(chunk, values) for expr, step in self._steps.items()}
-        out.update((expr, chunk[expr]) for expr in self._passed)
-        return out
+    def evaluate(self, chunk: dict[str, Any]) -> _Chunk:
+        """The expressions' values in one chunk of what uproot read (:attr:`reads`)."""
+        return _Chunk(self._steps, self._passed, chunk)
+
+
+class _Taken(dict):
+    """Branches of a chunk at some rows only, each gathered when first needed."""
+
+    def __init__(self, chunk: dict[str, Any], rows: np.ndarray) -> None:
+        super().__init__()
+        self._chunk, self._rows = chunk, rows
+
+    def __missing__(self, name: str) -> Any:
+        self[name] = value = self._chunk[name].take(self._rows)
+        return value
+
+
+class _Chunk(Mapping[str, Any]):
+    """One chunk's expression values, each computed when first asked for.
+
+    A weight is computed only at the rows its histograms keep (:meth:`at_rows`): gathering
+    the few branches it reads costs less than computing it for every entry and gathering
+    the result for each region, and the values are the same to the bit (the same operations,
+    entry by entry).
+    """
+
+    def __init__(self, steps: dict[str, Step], passed: list[str], chunk: dict[str, Any]
+                 ) -> None:
+        self._steps, self._passed, self._chunk = steps, passed, chunk
+        self._values: dict[str, Any] = {}
+        self._shared: dict[str, Any] = {}  # the shared subexpressions of this chunk only
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._steps, *self._passed])
+
+    def __len__(self) -> int:
+        return len(self._steps) + len(self._passed)
+
+    def __getitem__(self, expr: str) -> Any:
+        if expr not in self._values:
+            if expr in self._steps:
+                self._values[expr] = self._steps[expr](self._chunk, self._shared)
+            elif expr in self._passed:  # evaluated by uproot
+                self._values[expr] = self._chunk[expr]
+            else:
+                raise KeyError(expr)
+        return self._values[expr]
+
+    def at_rows(self, rows: np.ndarray | None) -> Callable[[str], Any]:
+        """A function giving an expression's values at ``rows`` (all for None) alone."""
+        if rows is None:
+            return self.__getitem__
+        branches, shared = _Taken(self._chunk, rows), {}
+
+        def value(expr: str) -> Any:
+            if expr in self._values or expr not in self._steps:  # there already, or uproot's
+                array = np.asarray(self[expr])
+                return array if array.ndim == 0 else array.take(rows)
+            return self._steps[expr](branches, shared)
+
+        return value
 
 
 class _Axis:
@@ -530,7 +585,7 @@ def _groups(todo: list[Template]) -> list[_Group]:
     return list(groups.values())
 
 
-def _fill_chunk(chunk: dict[str, Any], groups: list[_Group], sums: Sums,
+def _fill_chunk(chunk: _Chunk, groups: list[_Group], sums: Sums,
                 pending: dict[str, _Pending]) -> int:
     """Add one chunk to every histogram of ``groups`` (or, for one candidate per event, to
     its pending candidates); return the chunk's length.
@@ -556,18 +611,21 @@ def _fill_chunk(chunk: dict[str, Any], groups: list[_Group], sums: Sums,
         if g.candidates is not None:
             keys = [_selected(chunk[e], n, rows) for e in g.candidates.event]
             best = _selected(chunk[g.candidates.best], n, rows, float)
+            weight_at = chunk.at_rows(rows)
             for t, w in g.histograms:
                 weights = (np.full(len(idx), w) if w is not None
-                           else _selected(chunk[t.weight], n, rows, float))
+                           else _per_entry(weight_at(t.weight), len(idx)).astype(float,
+                                                                                copy=False))
                 pending[t.name].add(keys, best, idx, weights)
             continue
         in_range = idx >= 0
         if in_range.all():  # a filter that asks for the binned range, as most do
-            idx_in, rows_in = idx, (np.arange(n) if rows is None else rows)
+            idx_in, rows_in = idx, rows
         else:
             inside = np.flatnonzero(in_range)
             idx_in = idx.take(inside)
             rows_in = inside if rows is None else rows.take(inside)
+        weight_at = chunk.at_rows(rows_in)
         counts = None
         for t, w in g.histograms:
             sumw, sumw2 = sums[t.name]
@@ -577,7 +635,8 @@ def _fill_chunk(chunk: dict[str, Any], groups: list[_Group], sums: Sums,
                 sumw += counts * w
                 sumw2 += counts * (w * w)
             else:
-                weights = _selected(chunk[t.weight], n, rows_in, float)
+                weights = _per_entry(weight_at(t.weight), len(idx_in)).astype(float,
+                                                                             copy=False)
                 sumw += np.bincount(idx_in, weights=weights, minlength=g.axis.bins)
                 sumw2 += np.bincount(idx_in, weights=weights * weights, minlength=g.axis.bins)
     return n

@@ -111,6 +111,30 @@ def test_expressions_equal_uproots_own_evaluation_bit_for_bit(ntuple: Path) -> N
             assert a.tobytes() == b.tobytes(), e
 
 
+def test_an_expression_computed_at_some_rows_equals_its_values_there_bit_for_bit(
+        ntuple: Path) -> None:
+    """Weights are computed at the rows a region keeps only (``_Chunk.at_rows``): the same
+    bits as computing them for every entry and taking those rows, as uproot would."""
+    tree = uproot.open(ntuple)["events"]
+    exprs = [*COMPUTED, *LEFT_TO_UPROOT, "M"]
+    computed = select._Expressions(exprs, set(tree.keys()))
+    raw = tree.arrays(sorted(computed.reads), entry_stop=5000, library="np")
+    theirs = tree.arrays(exprs, entry_stop=5000, library="np")
+    rows = np.flatnonzero(np.random.default_rng(7).random(5000) < 0.3)
+    for already in (False, True):  # at the rows alone, or taken from the whole chunk's
+        chunk = computed.evaluate(raw)
+        if already:
+            for e in exprs:
+                chunk[e]
+        value = chunk.at_rows(rows)
+        for e in exprs:
+            a = np.asarray(value(e))
+            b = np.asarray(theirs[e])
+            b = b if b.ndim == 0 else b[rows]
+            assert (a.dtype, a.shape) == (b.dtype, b.shape), e
+            assert a.tobytes() == b.tobytes(), e
+
+
 def test_a_subexpression_shared_by_expressions_is_computed_once_per_chunk(
         ntuple: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
@@ -126,7 +150,9 @@ def test_a_subexpression_shared_by_expressions_is_computed_once_per_chunk(
     computed = select._Expressions(exprs, set(tree.keys()))
     for chunk in tree.iterate(sorted(computed.reads), step_size=2000, library="np"):
         calls.clear()
-        computed.evaluate(chunk)
+        values = computed.evaluate(chunk)
+        for e in exprs:
+            values[e]
         assert calls == [len(chunk["eta1"])] * 2  # abs(eta1) once, abs(eta2) once
 
 
