@@ -362,10 +362,10 @@ class _Taken(dict):
 class _Chunk(Mapping[str, Any]):
     """One chunk's expression values, each computed when first asked for.
 
-    A weight is computed only at the rows its histograms keep (:meth:`at_rows`): gathering
-    the few branches it reads costs less than computing it for every entry and gathering
-    the result for each region, and the values are the same to the bit (the same operations,
-    entry by entry).
+    A weight (or a candidate's ``Best``) is computed only at the rows its histograms keep
+    (:meth:`at_rows`): gathering the few branches it reads costs less than computing it for
+    every entry and gathering the result for each region, and the values are the same to
+    the bit (the same operations, entry by entry).
     """
 
     def __init__(self, steps: dict[str, Step], passed: list[str], chunk: dict[str, Any]
@@ -535,17 +535,11 @@ def fill_file(path: str, todo: list[Template], step_size: int = DEFAULT_STEP_SIZ
     return sums
 
 
-def _per_entry(values: Any, n: int) -> np.ndarray:
-    """An expression's values as an array of the chunk's length (a constant, repeated)."""
+def _per_entry(values: Any, n: int, dtype: Any = None) -> np.ndarray:
+    """An expression's values as an array of ``n`` entries (a constant, repeated), of
+    ``dtype`` if given."""
     array = np.asarray(values)
-    return np.full(n, array) if array.ndim == 0 else array
-
-
-def _selected(values: Any, n: int, rows: np.ndarray | None, dtype: Any = None
-              ) -> np.ndarray:
-    """The entries ``rows`` (all for None) of an expression's values."""
-    array = _per_entry(values, n)
-    array = array if rows is None else array.take(rows)
+    array = np.full(n, array) if array.ndim == 0 else array
     return array if dtype is None else array.astype(dtype, copy=False)
 
 
@@ -609,13 +603,12 @@ def _fill_chunk(chunk: _Chunk, groups: list[_Group], sums: Sums,
             binned[whole] = bin_index(np.asarray(chunk[g.variable], dtype=float), g.axis)
         idx = binned[whole] if rows is None else binned[whole].take(rows)
         if g.candidates is not None:
-            keys = [_selected(chunk[e], n, rows) for e in g.candidates.event]
-            best = _selected(chunk[g.candidates.best], n, rows, float)
-            weight_at = chunk.at_rows(rows)
+            at_rows = chunk.at_rows(rows)
+            keys = [_per_entry(at_rows(e), len(idx)) for e in g.candidates.event]
+            best = _per_entry(at_rows(g.candidates.best), len(idx), float)
             for t, w in g.histograms:
                 weights = (np.full(len(idx), w) if w is not None
-                           else _per_entry(weight_at(t.weight), len(idx)).astype(float,
-                                                                                copy=False))
+                           else _per_entry(at_rows(t.weight), len(idx), float))
                 pending[t.name].add(keys, best, idx, weights)
             continue
         in_range = idx >= 0
@@ -625,7 +618,7 @@ def _fill_chunk(chunk: _Chunk, groups: list[_Group], sums: Sums,
             inside = np.flatnonzero(in_range)
             idx_in = idx.take(inside)
             rows_in = inside if rows is None else rows.take(inside)
-        weight_at = chunk.at_rows(rows_in)
+        at_rows = chunk.at_rows(rows_in)
         counts = None
         for t, w in g.histograms:
             sumw, sumw2 = sums[t.name]
@@ -635,8 +628,7 @@ def _fill_chunk(chunk: _Chunk, groups: list[_Group], sums: Sums,
                 sumw += counts * w
                 sumw2 += counts * (w * w)
             else:
-                weights = _per_entry(weight_at(t.weight), len(idx_in)).astype(float,
-                                                                             copy=False)
+                weights = _per_entry(at_rows(t.weight), len(idx_in), float)
                 sumw += np.bincount(idx_in, weights=weights, minlength=g.axis.bins)
                 sumw2 += np.bincount(idx_in, weights=weights * weights, minlength=g.axis.bins)
     return n
